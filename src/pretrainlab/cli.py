@@ -1,0 +1,116 @@
+"""The `pretrainlab` command line: one subcommand per verb, each a thin shell over a library function.
+
+Heavy imports (torch, tokenizers) happen inside the subcommand, so `pretrainlab --help` is instant.
+User errors (`PretrainlabError`) print one message without a traceback and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from pretrainlab.errors import PretrainlabError
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from pretrainlab.config import PrepareConfig, load_config
+    from pretrainlab.data.prepare import prepare
+
+    cfg = load_config(PrepareConfig, args.config, args.overrides)
+    prepare(cfg, progress=not args.no_progress)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pretrainlab.train.entry import train_from_cli
+
+    return train_from_cli(args.config, args.overrides, resume=args.resume)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from pretrainlab.eval.entry import eval_from_cli
+
+    return eval_from_cli(args.run, data=args.data, checkpoint=args.checkpoint)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from pretrainlab.eval.generate import generate_from_cli
+
+    return generate_from_cli(
+        args.run,
+        prompt=args.prompt,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+        checkpoint=args.checkpoint,
+    )
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from pretrainlab.quickstart import quickstart
+
+    return quickstart(out=args.out, minutes=args.minutes, overrides=args.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pretrainlab",
+        description="Language-model pre-training research: prepare data, train, evaluate, sample.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare", help="tokenize sources into a prepared-data folder")
+    p.add_argument("config", help="prepare config (YAML)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. tokenizer.vocab_size=4096")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("train", help="train a model; writes a run folder under out_dir/name")
+    p.add_argument("config", help="run config (YAML)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=200")
+    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="validation loss and bits-per-byte per domain of a run")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--data", default=None, help="prepared-data folder (default: the run's own)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the newest complete one)")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("generate", help="sample text from a run")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--prompt", default="", help="text to continue")
+    p.add_argument("--max-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the newest complete one)")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("quickstart", help="prepare + train + evaluate + sample on the built-in stdlib corpus")
+    p.add_argument("--out", default="quickstart", help="folder for the prepared data and the run")
+    p.add_argument("--minutes", type=float, default=3.0, help="training time budget")
+    p.add_argument("overrides", nargs="*", help="dotted overrides of the run config")
+    p.set_defaults(func=_cmd_quickstart)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return int(func(args) or 0)
+    except PretrainlabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,24 @@
+"""Shared fixtures: tiny corpora and prepared folders made in milliseconds."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers import make_prepared, random_docs  # noqa: E402
+
+
+@pytest.fixture
+def tiny_prepared(tmp_path: Path) -> Path:
+    """Two domains of random byte documents with a validation split (byte tokenizer, vocab 258)."""
+    rng = np.random.default_rng(0)
+    return make_prepared(
+        tmp_path / "prepared",
+        train={"alpha": random_docs(rng, 200), "beta": random_docs(rng, 100, 50, 400)},
+        val={"alpha": random_docs(rng, 20), "beta": random_docs(rng, 10, 50, 400)},
+    )
