@@ -9,6 +9,7 @@ built, so a bad config costs nothing.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union
 
@@ -278,6 +279,24 @@ class RunConfig(StrictModel):
 M = TypeVar("M", bound=BaseModel)
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `3e-4` (no dot) as a float, as YAML 1.2 and every user expects."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """Split `a.b.c=value` into (["a", "b", "c"], value); the value is parsed as a YAML scalar."""
     if "=" not in item:
@@ -287,7 +306,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {item!r} has an empty key", hint="write e.g. model.d_model=256")
     try:
-        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() != "" else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -336,7 +355,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist", hint="check the path")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
