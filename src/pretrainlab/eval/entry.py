@@ -1,0 +1,84 @@
+"""`pretrainlab eval RUN`: score a run's newest checkpoint on validation data, print and save the result.
+
+The result goes to `<run>/eval-<data-name>.json` (metrics.jsonl stays the training log).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pretrainlab.config import RunConfig
+
+
+def eval_from_cli(run: str | Path, data: str | Path | None = None, checkpoint: str | Path | None = None) -> int:
+    """Load the run, evaluate on its own prepared data (or `data`), print a table, write the JSON."""
+    from pretrainlab.eval.evaluate import evaluate
+    from pretrainlab.eval.load import load_run
+    from pretrainlab.train.checkpoint import checkpoint_step
+    from pretrainlab.train.distributed import resolve_device
+
+    device = resolve_device("auto")
+    model, cfg, prepared, ckpt = load_run(run, checkpoint, data=data, device=device)
+    metrics = evaluate(
+        model,
+        prepared,
+        seq_len=cfg.data.seq_len,
+        max_tokens_per_domain=cfg.eval.max_tokens_per_domain,
+        batch_size=cfg.eval.batch_size,
+        device=device,
+        autocast_dtype=eval_autocast_dtype(cfg, device),
+    )
+    data_name = prepared.path.resolve().name
+    try:
+        step: int | None = checkpoint_step(ckpt)
+    except Exception:  # a --checkpoint folder under another name
+        step = None
+    record: dict[str, Any] = {
+        "run": str(run),
+        "checkpoint": str(ckpt),
+        "step": step,
+        "data": str(prepared.path),
+        "data_fingerprint": prepared.fingerprint,
+        "seq_len": cfg.data.seq_len,
+        "max_tokens_per_domain": cfg.eval.max_tokens_per_domain,
+        "metrics": metrics,
+    }
+    out = Path(run) / f"eval-{data_name}.json"
+    out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    print_eval_table(metrics, title=f"{run} @ {ckpt.name} on {prepared.path}")
+    print(f"wrote {out}")
+    return 0
+
+
+def eval_autocast_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on CUDA unless the run asked for fp32; exact fp32 on the CPU."""
+    if device.type == "cuda" and cfg.train.precision != "fp32":
+        return torch.bfloat16
+    return None
+
+
+def print_eval_table(metrics: dict[str, float], *, title: str | None = None) -> None:
+    """A rich table: one row per domain (tokens, loss in nats, bits per byte) and the overall row."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("domain")
+    table.add_column("tokens", justify="right")
+    table.add_column("loss (nats)", justify="right")
+    table.add_column("bits/byte", justify="right")
+    domains = [k.split("/", 1)[1] for k in metrics if k.startswith("val_loss/")]
+    for d in domains:
+        table.add_row(
+            d,
+            f"{int(metrics[f'val_tokens/{d}']):,}",
+            f"{metrics[f'val_loss/{d}']:.4f}",
+            f"{metrics[f'val_bpb/{d}']:.4f}",
+        )
+    table.add_row("all", f"{int(metrics['val_tokens']):,}", f"{metrics['val_loss']:.4f}", f"{metrics['val_bpb']:.4f}",
+                  style="bold")
+    Console().print(table)

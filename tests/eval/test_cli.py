@@ -1,0 +1,111 @@
+"""`pretrainlab eval` and `pretrainlab generate` on a tiny trained run, and their errors."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import make_prepared, random_docs
+from pretrainlab.cli import main
+from pretrainlab.config import RunConfig
+from pretrainlab.data.prepared import PreparedData
+
+
+def _train_tiny(cfg: RunConfig) -> Path:
+    """~10 steps of a 2-layer x 32 model; through the Trainer when it is there, else with C's checkpoint API."""
+    try:
+        from pretrainlab.train.trainer import Trainer
+    except ImportError:
+        Trainer = None
+    if Trainer is not None:
+        Trainer(cfg).fit()
+        return Path(cfg.out_dir) / cfg.name
+    from pretrainlab.model import build_model, resolve_model_config
+    from pretrainlab.train.checkpoint import save_checkpoint
+    from pretrainlab.train.run_folder import prepare_run_dir, write_config
+
+    data = PreparedData(cfg.data.path)
+    torch.manual_seed(0)
+    model = build_model(resolve_model_config(cfg.model, vocab_size=data.vocab_size, seq_len=cfg.data.seq_len))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    tokens = np.asarray(data.shard("alpha", "train").tokens, dtype=np.int64)
+    for step in range(cfg.train.steps):
+        starts = np.random.default_rng(step).integers(0, tokens.size - cfg.data.seq_len - 1, size=4)
+        rows = torch.from_numpy(np.stack([tokens[s : s + cfg.data.seq_len + 1] for s in starts]))
+        logits = model.logits(model(rows[:, :-1]))
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), rows[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    run_dir = prepare_run_dir(cfg, resume=False)
+    write_config(run_dir, cfg)
+    save_checkpoint(run_dir, cfg.train.steps, model_state=model.state_dict(), state={}, keep=2)
+    return run_dir
+
+
+@pytest.fixture
+def tiny_run(tiny_prepared: Path, tmp_path: Path) -> Path:
+    cfg = RunConfig.model_validate(
+        {
+            "name": "tiny",
+            "out_dir": str(tmp_path / "runs"),
+            "data": {"path": str(tiny_prepared), "seq_len": 32},
+            "model": {"n_layers": 2, "d_model": 32, "n_heads": 2},
+            "train": {"steps": 10, "global_batch_tokens": 128, "micro_batch_size": 4, "progress": False,
+                      "precision": "fp32", "log_every": 5},
+            "eval": {"max_tokens_per_domain": 500, "batch_size": 4},
+        }
+    )
+    return _train_tiny(cfg)
+
+
+def test_eval_prints_table_and_writes_json(tiny_run, tiny_prepared, capsys):
+    assert main(["eval", str(tiny_run)]) == 0
+    out = capsys.readouterr().out
+    assert "alpha" in out and "beta" in out and "bits/byte" in out
+    record = json.loads((tiny_run / f"eval-{tiny_prepared.name}.json").read_text())
+    m = record["metrics"]
+    assert set(m) >= {"val_loss", "val_bpb", "val_loss/alpha", "val_bpb/beta", "val_tokens"}
+    assert 0 < m["val_loss"] < 2 * np.log(258)
+    assert record["step"] == 10 and record["data_fingerprint"] == PreparedData(tiny_prepared).fingerprint
+
+
+def test_eval_on_other_data_with_same_tokenizer(tiny_run, tmp_path):
+    rng = np.random.default_rng(7)
+    other = make_prepared(tmp_path / "other", train={"gamma": random_docs(rng, 5)}, val={"gamma": random_docs(rng, 5)})
+    assert main(["eval", str(tiny_run), "--data", str(other)]) == 0
+    record = json.loads((tiny_run / "eval-other.json").read_text())
+    assert "val_bpb/gamma" in record["metrics"]
+
+
+def test_eval_refuses_another_tokenizer(tiny_run, tmp_path, capsys):
+    rng = np.random.default_rng(8)
+    other = make_prepared(tmp_path / "o", train={"g": random_docs(rng, 3)}, val={"g": random_docs(rng, 3)},
+                          vocab_size=300, eot_id=298, pad_id=299)
+    assert main(["eval", str(tiny_run), "--data", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "different tokenizer" in err and "vocab_size" in err
+
+
+def test_eval_errors_for_bad_run_path_and_missing_checkpoints(tiny_run, tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    shutil.rmtree(tiny_run / "checkpoints")
+    assert main(["eval", str(tiny_run)]) == 2
+    assert "no complete checkpoint" in capsys.readouterr().err
+    assert main(["generate", str(tiny_run)]) == 2
+
+
+def test_generate_is_deterministic_per_seed(tiny_run, capsys):
+    args = ["generate", str(tiny_run), "--prompt", "ab", "--max-tokens", "20", "--seed", "3"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("ab")
+    assert main(args) == 0
+    assert capsys.readouterr().out == first
+    assert main(["generate", str(tiny_run), "--prompt", "ab", "--temperature", "0", "--max-tokens", "10"]) == 0
+    assert main(["generate", str(tiny_run), "--temperature", "-1"]) == 2
+    assert "--temperature" in capsys.readouterr().err
