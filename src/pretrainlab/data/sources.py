@@ -1,0 +1,534 @@
+"""Document sources: text files, JSON Lines, Parquet, zip archives, `datasets` folders and the stdlib.
+
+Every source resolves its files up front (a missing path or a glob that matches nothing fails before any
+work), then streams documents in a sorted, deterministic order, hashing each file's bytes (sha256) as it
+reads them. Nothing holds more than one file (for `split=file`) or one read chunk at a time.
+"""
+
+from __future__ import annotations
+
+import codecs
+import fnmatch
+import glob
+import hashlib
+import json
+import os
+import re
+import sysconfig
+import threading
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from pretrainlab.config import (
+    DocumentSplit,
+    HFDiskSource,
+    JsonlSource,
+    ParquetSource,
+    SourceConfig,
+    StdlibSource,
+    TextSource,
+    ZipSource,
+)
+from pretrainlab.data.diagnostics import Diagnostics
+from pretrainlab.errors import DataError
+
+CHUNK_BYTES = 1 << 20
+PARQUET_BATCH_ROWS = 1024
+STDLIB_EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"})
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """One input file: `display` names it in messages and the manifest, `rel` (relative to the source's
+    base folder) keys the validation hash so that moving a corpus does not change the split."""
+
+    display: str
+    rel: str
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class Document:
+    text: str
+    file: FileRef
+    index: int  # position of the document in its file
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A file as read, for the manifest: what was tokenized, exactly."""
+
+    path: str
+    sha256: str
+    bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "bytes": self.bytes}
+
+
+# ---------------------------------------------------------------------------------------------
+# UTF-8 decoding that counts what it had to replace
+# ---------------------------------------------------------------------------------------------
+
+_ERRORS = "pretrainlab-count-replace"
+_tls = threading.local()
+
+
+def _count_replace(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    _tls.count = getattr(_tls, "count", 0) + 1
+    return "\ufffd", exc.end
+
+
+codecs.register_error(_ERRORS, _count_replace)
+
+
+def decode_utf8(data: bytes) -> tuple[str, int]:
+    """Decode UTF-8, replacing invalid sequences by U+FFFD; returns (text, number of replacements)."""
+    try:
+        return data.decode("utf-8"), 0
+    except UnicodeDecodeError:
+        _tls.count = 0
+        text = data.decode("utf-8", errors=_ERRORS)
+        return text, _tls.count
+
+
+class HashingReader:
+    """Reads a binary stream in chunks, hashing the bytes and decoding them as UTF-8 incrementally."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors=_ERRORS)
+        self.sha256 = hashlib.sha256()
+        self.n_bytes = 0
+        self.utf8_errors = 0
+
+    def text_chunks(self) -> Iterator[str]:
+        while True:
+            data = self._stream.read(CHUNK_BYTES)
+            final = not data
+            self.sha256.update(data)
+            self.n_bytes += len(data)
+            _tls.count = 0
+            text = self._decoder.decode(data, final=final)
+            self.utf8_errors += _tls.count
+            if text:
+                yield text
+            if final:
+                return
+
+    def record(self, display: str) -> FileRecord:
+        return FileRecord(display, self.sha256.hexdigest(), self.n_bytes)
+
+
+def hash_file(path: Path, display: str) -> FileRecord:
+    """sha256 and size of a file read in chunks (for sources whose reader is not sequential)."""
+    h = hashlib.sha256()
+    n = 0
+    with _open_binary(path, display) as f:
+        while data := f.read(CHUNK_BYTES):
+            h.update(data)
+            n += len(data)
+    return FileRecord(display, h.hexdigest(), n)
+
+
+def _open_binary(path: Path, display: str) -> IO[bytes]:
+    try:
+        return open(path, "rb")
+    except PermissionError:
+        raise DataError(
+            f"{display}: permission denied", hint="make the file readable (chmod +r) or remove it from the source"
+        ) from None
+    except OSError as e:
+        raise DataError(f"{display}: cannot be read ({e.strerror})", hint="check the file") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Splitting a stream of text into documents
+# ---------------------------------------------------------------------------------------------
+
+_BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+")
+_NON_SPACE = re.compile(r"\S")
+
+
+def split_documents(chunks: Iterable[str], mode: DocumentSplit, separator: str) -> Iterator[str]:
+    """Documents of a text stream: the whole stream, or the pieces between separators, blank lines or
+    newlines. Streams: only the unfinished last piece is kept between chunks."""
+    if mode == "file":
+        yield "".join(chunks)
+        return
+    if mode == "separator" and not separator:
+        raise DataError("separator is empty", hint="set the source's separator, e.g. '<|endoftext|>'")
+    buf = ""
+    for chunk in chunks:
+        buf += chunk
+        if mode == "blank_lines":
+            start = 0
+            for m in _BLANK_LINES.finditer(buf):
+                if _NON_SPACE.search(buf, m.end()) is None:  # the blank run may go on in the next chunk
+                    break
+                yield buf[start : m.start()]
+                start = m.end()
+            buf = buf[start:]
+        else:
+            sep = separator if mode == "separator" else "\n"
+            pieces = buf.split(sep)
+            buf = pieces.pop()
+            for piece in pieces:
+                yield piece[:-1] if mode == "line" and piece.endswith("\r") else piece
+    if mode == "blank_lines":
+        pieces = _BLANK_LINES.split(buf)
+        if pieces and pieces[-1].endswith("\n"):
+            pieces[-1] = pieces[-1].rstrip("\r\n")
+        yield from (p for p in pieces if p)
+    elif buf:
+        yield buf[:-1] if mode == "line" and buf.endswith("\r") else buf
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolving paths and globs
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_paths(patterns: list[str], where: str) -> list[FileRef]:
+    """Files named by paths, folders (all files below, hidden ones excluded) and globs (`**` recurses),
+    each pattern's matches sorted, duplicates dropped; DataError for a path or glob that matches nothing."""
+    out: list[FileRef] = []
+    seen: set[Path] = set()
+    for pattern in patterns:
+        expanded = os.path.expanduser(pattern)
+        if glob.has_magic(expanded):
+            base = _glob_base(expanded)
+            found = [Path(p) for p in glob.glob(expanded, recursive=True) if os.path.isfile(p)]
+            if not found:
+                raise DataError(
+                    f"{where}: the glob {pattern!r} matches no files", hint="check the pattern and the current folder"
+                )
+        elif os.path.isdir(expanded):
+            base = Path(expanded)
+            found = [
+                p
+                for p in base.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(base).parts)
+            ]
+            if not found:
+                raise DataError(f"{where}: the folder {pattern!r} holds no files", hint="check the path")
+        elif os.path.exists(expanded):
+            base = Path(expanded).parent
+            found = [Path(expanded)]
+        else:
+            raise DataError(f"{where}: the path {pattern!r} does not exist", hint="check the path and the current folder")
+        for p in sorted(found, key=lambda q: q.as_posix()):
+            key = p.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(FileRef(display=str(p), rel=p.relative_to(base).as_posix() if _is_below(p, base) else p.name, path=p))
+    return out
+
+
+def _glob_base(pattern: str) -> Path:
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _is_below(p: Path, base: Path) -> bool:
+    try:
+        p.relative_to(base)
+        return True
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources
+# ---------------------------------------------------------------------------------------------
+
+
+class Source:
+    """A configured source: `files` resolved at construction, `documents()` streams them (fresh each call),
+    `records` lists the files read by the latest full pass (for the manifest)."""
+
+    def __init__(self, cfg: SourceConfig, index: int) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.domain = cfg.domain
+        self.records: list[FileRecord] = []
+        self.files: list[FileRef] = []
+
+    def describe(self) -> str:
+        return f"sources[{self.index}] ({self.cfg.type}, domain {self.domain!r})"
+
+    def paths_text(self, limit: int = 5) -> str:
+        names = [f.display for f in self.files[:limit]]
+        more = f" and {len(self.files) - limit} more" if len(self.files) > limit else ""
+        return ", ".join(names) + more
+
+    def total_bytes(self) -> int:
+        """Size on disk of the input (an estimate of the text to process, for the progress bar)."""
+        total = 0
+        for f in self.files:
+            try:
+                total += os.path.getsize(f.path) if f.path is not None else 0
+            except OSError:
+                pass
+        return total
+
+    def documents(self, diag: Diagnostics) -> Iterator[Document]:
+        raise NotImplementedError
+
+
+class _SplitTextSource(Source):
+    """Shared by text files and the stdlib: each file is decoded and split into documents."""
+
+    split: DocumentSplit = "file"
+    separator: str = ""
+
+    def documents(self, diag: Diagnostics) -> Iterator[Document]:
+        self.records = []
+        for ref in self.files:
+            assert ref.path is not None
+            with _open_binary(ref.path, ref.display) as f:
+                reader = HashingReader(f)
+                yield from _documents_of_stream(reader, ref, self.split, self.separator, self.domain, diag)
+            self.records.append(reader.record(ref.display))
+
+
+def _documents_of_stream(
+    reader: HashingReader, ref: FileRef, split: DocumentSplit, separator: str, domain: str, diag: Diagnostics
+) -> Iterator[Document]:
+    n_bad_docs = 0
+    for i, text in enumerate(split_documents(reader.text_chunks(), split, separator)):
+        if reader.utf8_errors and "\ufffd" in text:
+            n_bad_docs += 1
+        yield Document(text, ref, i)
+    if reader.utf8_errors:
+        diag.invalid_utf8(domain, ref.display, reader.utf8_errors, n_bad_docs)
+
+
+class TextFilesSource(_SplitTextSource):
+    def __init__(self, cfg: TextSource, index: int) -> None:
+        super().__init__(cfg, index)
+        self.split, self.separator = cfg.split, cfg.separator
+        self.files = resolve_paths(cfg.paths, self.describe())
+
+
+class StdlibFilesSource(_SplitTextSource):
+    """The running interpreter's standard library `.py` files, tests and site-packages excluded."""
+
+    def __init__(self, cfg: StdlibSource, index: int) -> None:
+        super().__init__(cfg, index)
+        root = Path(sysconfig.get_paths()["stdlib"])
+        if not root.is_dir():
+            raise DataError(f"{self.describe()}: the standard library folder {root} does not exist")
+        self.files = stdlib_files(root, cfg.max_files)
+
+
+def stdlib_files(root: Path, max_files: int | None = None) -> list[FileRef]:
+    """The stdlib's `.py` files in sorted order, without site-packages, test folders and test_*.py."""
+    found: list[FileRef] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in STDLIB_EXCLUDED_DIRS and not d.startswith("."))
+        for name in filenames:
+            if name.endswith(".py") and not name.startswith("test_"):
+                p = Path(dirpath) / name
+                rel = p.relative_to(root).as_posix()
+                found.append(FileRef(display=f"<stdlib>/{rel}", rel=rel, path=p))
+    found.sort(key=lambda r: r.rel)
+    return found[:max_files] if max_files is not None else found
+
+
+class JsonlFilesSource(Source):
+    def __init__(self, cfg: JsonlSource, index: int) -> None:
+        super().__init__(cfg, index)
+        self.text_field = cfg.text_field
+        self.files = resolve_paths(cfg.paths, self.describe())
+
+    def documents(self, diag: Diagnostics) -> Iterator[Document]:
+        self.records = []
+        for ref in self.files:
+            assert ref.path is not None
+            h = hashlib.sha256()
+            n_bytes = 0
+            n_utf8_errors = 0
+            n_utf8_docs = 0
+            with _open_binary(ref.path, ref.display) as f:
+                for lineno, raw in enumerate(f, start=1):
+                    h.update(raw)
+                    n_bytes += len(raw)
+                    line, errors = decode_utf8(raw)
+                    if not line.strip():
+                        continue
+                    text = self._text_of(line, ref, lineno, diag)
+                    if text is None:
+                        continue
+                    if errors:
+                        n_utf8_errors += errors
+                        n_utf8_docs += 1
+                    yield Document(text, ref, lineno - 1)
+            if n_utf8_errors:
+                diag.invalid_utf8(self.domain, ref.display, n_utf8_errors, n_utf8_docs)
+            self.records.append(FileRecord(ref.display, h.hexdigest(), n_bytes))
+
+    def _text_of(self, line: str, ref: FileRef, lineno: int, diag: Diagnostics) -> str | None:
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            diag.bad_line(self.domain, ref.display, lineno, f"not valid JSON ({e.msg} at column {e.colno})")
+            return None
+        if not isinstance(obj, dict):
+            diag.bad_line(self.domain, ref.display, lineno, f"not a JSON object but {type(obj).__name__}")
+            return None
+        if self.text_field not in obj:
+            keys = ", ".join(list(obj)[:8])
+            diag.bad_line(self.domain, ref.display, lineno, f"no field {self.text_field!r} (it has: {keys})")
+            return None
+        value = obj[self.text_field]
+        if not isinstance(value, str):
+            diag.bad_line(self.domain, ref.display, lineno, f"field {self.text_field!r} is {type(value).__name__}, not a string")
+            return None
+        return value
+
+
+class ParquetFilesSource(Source):
+    def __init__(self, cfg: ParquetSource, index: int) -> None:
+        super().__init__(cfg, index)
+        self.text_field = cfg.text_field
+        self.files = resolve_paths(cfg.paths, self.describe())
+
+    def documents(self, diag: Diagnostics) -> Iterator[Document]:
+        import pyarrow.parquet as pq
+
+        self.records = []
+        for ref in self.files:
+            assert ref.path is not None
+            record = hash_file(ref.path, ref.display)
+            try:
+                pf = pq.ParquetFile(ref.path)
+            except Exception as e:  # pyarrow raises ArrowInvalid / OSError for non-Parquet input
+                raise DataError(f"{ref.display}: not a readable Parquet file ({e})", hint="check the file") from None
+            columns = pf.schema_arrow.names
+            if self.text_field not in columns:
+                raise DataError(
+                    f"{ref.display}: no column {self.text_field!r} (it has: {', '.join(columns)})",
+                    hint=f"set {self.describe().split(' ')[0]}.text_field to the text column",
+                )
+            row = 0
+            for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[self.text_field]):
+                for value in batch.column(0).to_pylist():
+                    row += 1
+                    if not isinstance(value, str):
+                        kind = "null" if value is None else type(value).__name__
+                        diag.bad_line(self.domain, ref.display, row, f"row has {kind} in {self.text_field!r}, not a string")
+                        continue
+                    yield Document(value, ref, row - 1)
+            self.records.append(record)
+
+
+class ZipArchivesSource(Source):
+    def __init__(self, cfg: ZipSource, index: int) -> None:
+        super().__init__(cfg, index)
+        self.members, self.split, self.separator = cfg.members, cfg.split, cfg.separator
+        self.files = resolve_paths(cfg.paths, self.describe())
+
+    def documents(self, diag: Diagnostics) -> Iterator[Document]:
+        self.records = []
+        for ref in self.files:
+            assert ref.path is not None
+            record = hash_file(ref.path, ref.display)
+            try:
+                archive = zipfile.ZipFile(ref.path)
+            except (zipfile.BadZipFile, OSError) as e:
+                raise DataError(f"{ref.display}: not a readable zip archive ({e})", hint="check the file") from None
+            with archive:
+                names = sorted(
+                    i.filename for i in archive.infolist() if not i.is_dir() and fnmatch.fnmatchcase(i.filename, self.members)
+                )
+                for name in names:
+                    member = FileRef(display=f"{ref.display}/{name}", rel=f"{ref.rel}/{name}", path=None)
+                    with archive.open(name) as f:
+                        reader = HashingReader(f)
+                        yield from _documents_of_stream(reader, member, self.split, self.separator, self.domain, diag)
+            self.records.append(record)
+
+
+class HFDiskDatasetSource(Source):
+    """A `datasets` folder written by `save_to_disk`, read offline in row batches."""
+
+    def __init__(self, cfg: HFDiskSource, index: int) -> None:
+        super().__init__(cfg, index)
+        self.text_field, self.split = cfg.text_field, cfg.split
+        root = Path(os.path.expanduser(cfg.path))
+        if not root.is_dir():
+            raise DataError(f"{self.describe()}: the folder {cfg.path!r} does not exist", hint="check the path")
+        self.root = root
+        self.files = [
+            FileRef(display=str(p), rel=p.relative_to(root).as_posix(), path=p)
+            for p in sorted(root.rglob("*"), key=lambda q: q.as_posix())
+            if p.is_file()
+        ]
+
+    def documents(self, diag: Diagnostics) -> Iterator[Document]:
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        try:
+            import datasets
+        except ImportError:
+            raise DataError(
+                f"{self.describe()}: reading a `datasets` folder needs the `datasets` package",
+                hint="pip install pretrainlab[datasets]",
+            ) from None
+        self.records = [hash_file(f.path, f.display) for f in self.files if f.path is not None]
+        try:
+            ds: Any = datasets.load_from_disk(str(self.root))
+        except Exception as e:  # datasets raises FileNotFoundError or its own errors for a foreign folder
+            raise DataError(f"{self.root}: not a `datasets` save_to_disk folder ({e})", hint="check the path") from None
+        name = str(self.root)
+        if isinstance(ds, datasets.DatasetDict):
+            splits = sorted(ds.keys())
+            split = self.split if self.split is not None else (splits[0] if len(splits) == 1 else None)
+            if split is None or split not in ds:
+                raise DataError(
+                    f"{self.root}: holds the splits {', '.join(splits)}; "
+                    + ("choose one" if self.split is None else f"not {self.split!r}"),
+                    hint=f"set {self.describe().split(' ')[0]}.split",
+                )
+            ds = ds[split]
+            name = f"{self.root}[{split}]"
+        if self.text_field not in ds.column_names:
+            raise DataError(
+                f"{name}: no column {self.text_field!r} (it has: {', '.join(ds.column_names)})",
+                hint="set text_field to the text column",
+            )
+        ref = FileRef(display=name, rel=self.split or "data", path=None)
+        row = 0
+        for batch in ds.select_columns([self.text_field]).iter(batch_size=PARQUET_BATCH_ROWS):
+            for value in batch[self.text_field]:
+                row += 1
+                if not isinstance(value, str):
+                    diag.bad_line(self.domain, name, row, f"row has {type(value).__name__} in {self.text_field!r}, not a string")
+                    continue
+                yield Document(value, ref, row - 1)
+
+
+_SOURCE_TYPES: dict[str, type[Source]] = {
+    "text": TextFilesSource,
+    "stdlib": StdlibFilesSource,
+    "jsonl": JsonlFilesSource,
+    "parquet": ParquetFilesSource,
+    "zip": ZipArchivesSource,
+    "hf_disk": HFDiskDatasetSource,
+}
+
+
+def open_source(cfg: SourceConfig, index: int) -> Source:
+    """The source for one config entry, its files resolved (DataError when a path matches nothing)."""
+    return _SOURCE_TYPES[cfg.type](cfg, index)  # type: ignore[arg-type]
