@@ -58,3 +58,30 @@ def make_prepared(
 def random_docs(rng: np.random.Generator, n_docs: int, min_len: int = 5, max_len: int = 200) -> list[list[int]]:
     """Byte documents of random lengths."""
     return [list(rng.integers(0, 256, size=int(rng.integers(min_len, max_len)))) for _ in range(n_docs)]
+
+
+def tiny_run_config(out_dir: str | Path, data_path: str | Path, **sections: Any) -> Any:
+    """A RunConfig for a sub-second CPU run: 2 layers x 32 wide, seq_len 32, fp32, 1 thread, no progress bar.
+
+    `sections` are merged one level deep into the defaults, e.g. `train={"steps": 5}`.
+    """
+    from pretrainlab.config import RunConfig
+
+    tree: dict[str, Any] = {
+        "name": "tiny",
+        "out_dir": str(out_dir),
+        "data": {"path": str(data_path), "seq_len": 32},
+        "model": {"n_layers": 2, "d_model": 32, "n_heads": 2},
+        "optim": {"lr": 3e-3},
+        "schedule": {"warmup_steps": 2},
+        "train": {"steps": 10, "global_batch_tokens": 32 * 8, "micro_batch_size": 8, "precision": "fp32",
+                  "progress": False, "log_every": 1,
+                  "threads": 1},  # tiny matmuls: one thread is fastest, and the test machine is shared
+        "eval": {"max_tokens_per_domain": 512, "batch_size": 8},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            tree[key] = {**tree[key], **value}
+        else:
+            tree[key] = value
+    return RunConfig.model_validate(tree)

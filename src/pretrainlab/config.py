@@ -258,6 +258,7 @@ class RunConfig(StrictModel):
 
     name: str = "run"
     out_dir: str = "runs"
+    overwrite: bool = Field(default=False, description="Replace an existing run folder's outputs (else an error).")
     seed: int = 0
     device: str = "auto"
     parallel: Literal["none", "ddp", "fsdp"] = "none"

@@ -1,0 +1,145 @@
+"""The callback interface and registry: how recipes and safety checks hook into the training loop.
+
+A recipe never edits the loop. It registers a `Callback` subclass under a name and lists it in the
+config (`callbacks: [{name: ..., options: {...}}]`); the options become constructor keyword
+arguments. Hooks, in the order the trainer calls them each step:
+
+    on_train_start(trainer)                      once, after everything is built (and restored)
+    on_step_start(trainer)                       before the step's batch is drawn
+    on_before_optimizer_step(trainer, info)      gradients are ready; return False to skip the update
+    on_step_end(trainer, metrics)                may add keys to the step's metrics line
+    on_eval(trainer, metrics)                    after each evaluation
+    on_checkpoint_save(trainer)                  just before a checkpoint's state is gathered
+    on_train_end(trainer)                        once, also when training stops early or fails
+
+`state_dict()` / `load_state_dict()` are saved in checkpoints under the callback's `name`, so
+a resumed run continues with the same callback state. `trainer.request_stop(reason)` ends training
+cleanly after the current step.
+
+The `stability` and `sigterm` callbacks are on by default: they are added when the config does not
+list them; list one with `options: {enabled: false}` to turn it off.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pretrainlab.config import CallbackConfig
+from pretrainlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pretrainlab.train.trainer import Trainer
+
+DEFAULT_CALLBACKS: tuple[str, ...] = ("stability", "sigterm")
+
+
+@dataclass
+class StepInfo:
+    """What `on_before_optimizer_step` sees: the step about to be applied (0-based `step`)."""
+
+    step: int
+    loss: float
+    grad_norm: float
+    lr: float
+    tokens: int
+
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.loss) and math.isfinite(self.grad_norm)
+
+
+class Callback:
+    """Base class: every hook does nothing, so a callback overrides only what it needs."""
+
+    name: str = "callback"
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        pass
+
+    def on_step_start(self, trainer: Trainer) -> None:
+        pass
+
+    def on_before_optimizer_step(self, trainer: Trainer, info: StepInfo) -> bool:
+        return True
+
+    def on_step_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        pass
+
+    def on_eval(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        pass
+
+    def on_checkpoint_save(self, trainer: Trainer) -> None:
+        pass
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+CallbackFactory = Callable[..., Callback]
+CALLBACKS: dict[str, CallbackFactory] = {}
+
+
+def register_callback(name: str) -> Callable[[type[Callback]], type[Callback]]:
+    """Class decorator: make a callback available as `callbacks: [{name: <name>}]`."""
+
+    def deco(cls: type[Callback]) -> type[Callback]:
+        cls.name = name
+        CALLBACKS[name] = cls
+        return cls
+
+    return deco
+
+
+def _load_builtins() -> None:
+    from pretrainlab.train import signals, stability  # noqa: F401  (register "sigterm", "stability")
+
+
+def build_callbacks(configs: list[CallbackConfig], *, defaults: tuple[str, ...] = DEFAULT_CALLBACKS) -> list[Callback]:
+    """Instantiate the configured callbacks in order, then the defaults the config does not mention.
+
+    Unknown names and bad options are ConfigErrors naming `callbacks.<i>`; a callback listed twice
+    is an error too (its checkpoint state is keyed by name).
+    """
+    _load_builtins()
+    out: list[Callback] = []
+    seen: set[str] = set()
+    for i, c in enumerate(configs):
+        field = f"callbacks.{i}"
+        if c.name not in CALLBACKS:
+            close = difflib.get_close_matches(c.name, list(CALLBACKS), n=1)
+            raise ConfigError(
+                f"{field}.name: unknown callback {c.name!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
+                hint=f"registered callbacks: {', '.join(sorted(CALLBACKS))}",
+            )
+        if c.name in seen:
+            raise ConfigError(f"{field}.name: callback {c.name!r} is listed twice", hint="list each callback once")
+        seen.add(c.name)
+        options = dict(c.options)
+        enabled = options.pop("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"{field}.options.enabled must be true or false (got {enabled!r})")
+        if enabled:
+            out.append(_instantiate(c.name, options, field))
+    for name in defaults:
+        if name not in seen:
+            out.append(_instantiate(name, {}, f"default callback {name!r}"))
+    return out
+
+
+def _instantiate(name: str, options: dict[str, Any], field: str) -> Callback:
+    try:
+        return CALLBACKS[name](**options)
+    except TypeError as e:
+        raise ConfigError(f"{field}.options: {e}", hint=f"see the docstring of the {name!r} callback") from None
+    except ValueError as e:
+        raise ConfigError(f"{field}.options: {e}") from None
