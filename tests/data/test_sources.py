@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import random
 import zipfile
 from pathlib import Path
 
@@ -34,6 +35,20 @@ def test_split_is_independent_of_chunk_boundaries(mode, text, expected):
     for size in (1, 2, 3, 5):
         chunks = [text[i : i + size] for i in range(0, len(text), size)]
         assert list(split_documents(chunks, mode, "<|endoftext|>")) == expected, size
+
+
+@pytest.mark.parametrize("mode", ["separator", "line", "blank_lines"])
+def test_split_on_random_text_matches_the_one_chunk_result(mode):
+    rng = random.Random(0)
+    pieces = ["a", "b c", "<|endoftext|>", "<|end", "\n", "\r\n", "  ", "\n\n", " \n \n"]
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 25)))
+        whole = list(split_documents([text], mode, "<|endoftext|>"))
+        if mode == "separator":
+            assert whole == [p for i, p in enumerate(text.split("<|endoftext|>")) if p or i < text.count("<|endoftext|>")]
+        for size in (1, 3, 7):
+            chunks = [text[i : i + size] for i in range(0, len(text), size)]
+            assert list(split_documents(chunks, mode, "<|endoftext|>")) == whole, (text, size)
 
 
 def test_resolve_paths_globs_folders_and_order(tmp_path):

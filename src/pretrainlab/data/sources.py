@@ -163,9 +163,17 @@ def split_documents(chunks: Iterable[str], mode: DocumentSplit, separator: str) 
         return
     if mode == "separator" and not separator:
         raise DataError("separator is empty", hint="set the source's separator, e.g. '<|endoftext|>'")
+    sep = separator if mode == "separator" else "\n"
     buf = ""
+    pending: list[str] = []  # chunks of a long document with no separator yet (joined once, not per chunk)
+    tail = ""  # the end of the text held back, where a separator split across chunks would start
     for chunk in chunks:
-        buf += chunk
+        if mode != "blank_lines" and sep not in tail + chunk:
+            pending.append(chunk)
+            tail = (tail + chunk)[-(len(sep) - 1) :] if len(sep) > 1 else ""
+            continue
+        buf = buf + "".join(pending) + chunk if pending else buf + chunk
+        pending = []
         if mode == "blank_lines":
             start = 0
             for m in _BLANK_LINES.finditer(buf):
@@ -175,11 +183,12 @@ def split_documents(chunks: Iterable[str], mode: DocumentSplit, separator: str) 
                 start = m.end()
             buf = buf[start:]
         else:
-            sep = separator if mode == "separator" else "\n"
             pieces = buf.split(sep)
             buf = pieces.pop()
             for piece in pieces:
                 yield piece[:-1] if mode == "line" and piece.endswith("\r") else piece
+            tail = buf[-(len(sep) - 1) :] if len(sep) > 1 else ""
+    buf += "".join(pending)
     if mode == "blank_lines":
         pieces = _BLANK_LINES.split(buf)
         if pieces and pieces[-1].endswith("\n"):
