@@ -1,0 +1,257 @@
+"""`pretrainlab quickstart`: the whole pipeline in a few minutes on the built-in stdlib corpus.
+
+prepare (byte-level BPE on the interpreter's standard library, ~2% of files held out) -> a throughput
+probe that sets `train.steps` so the cosine schedule completes within the time budget -> train ->
+validation bits-per-byte next to gzip -9 on the same held-out files -> a generated sample -> next steps.
+
+The defaults live in `configs/quickstart.yaml` (a `prepare:` and a `run:` section). Overrides whose key
+starts with `prepare.` go to the prepare config, all others to the run config.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pretrainlab.config import PrepareConfig, RunConfig, apply_overrides, load_yaml, parse_override, validate
+from pretrainlab.errors import ConfigError
+from pretrainlab.train.callbacks import Callback
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "quickstart.yaml"
+SAMPLE_PROMPT = "def "
+PROBE_STEPS = 3
+
+
+def quickstart(out: str | Path = "quickstart", minutes: float = 3.0, overrides: list[str] | None = None) -> int:
+    """Prepare, train for `minutes`, evaluate against gzip, sample; write `<out>/quickstart.json`."""
+    if not minutes > 0:
+        raise ConfigError(f"--minutes must be > 0 (got {minutes})", hint="e.g. --minutes 3")
+    started = time.perf_counter()
+    out = Path(out)
+    prep_cfg, run_cfg = quickstart_configs(out, overrides or [])
+    budget_s = minutes * 60.0
+
+    data = _prepare_or_reuse(prep_cfg)
+    if not any(data.shard(d, "val").n_tokens > 1 for d in data.domains):
+        raise ConfigError(
+            f"{data.path} has no validation documents, so neither the model nor gzip can be measured",
+            hint="raise prepare.validation.fraction (or use more files: prepare.sources.0.max_files)",
+        )
+    step_s = measure_step_seconds(run_cfg, data, max_seconds=max(1.0, 0.05 * budget_s))
+    steps = max(1, int(budget_s / step_s))
+    run_cfg = run_cfg.model_copy(update={"train": run_cfg.train.model_copy(update={"steps": steps})})
+    _say(f"throughput probe: {step_s:.3f} s per step -> {steps} steps of "
+         f"{run_cfg.train.global_batch_tokens:,} tokens in {minutes:g} min")
+
+    from pretrainlab.train.trainer import Trainer
+
+    trainer = Trainer(run_cfg)
+    trainer.callbacks.append(TimeLimit(budget_s * 1.2 + 15.0))  # a safety net if the machine slows down
+    train_start = time.perf_counter()
+    final = trainer.fit()
+    train_s = time.perf_counter() - train_start
+
+    metrics = _full_validation(trainer, final)
+    baseline = _gzip(data)
+    sample = _sample(trainer, data)
+    record = {
+        "run_dir": str(trainer.run_dir),
+        "data": str(data.path),
+        "steps": trainer.step,
+        "planned_steps": steps,
+        "tokens": trainer.tokens,
+        "params": trainer.param_counts,
+        "train_s": round(train_s, 2),
+        "wall_s": round(time.perf_counter() - started, 2),
+        "val_loss": metrics["val_loss"],
+        "val_bpb": metrics["val_bpb"],
+        "val_tokens": metrics["val_tokens"],
+        "gzip_per_document_bpb": baseline.per_document_bpb,
+        "gzip_concatenated_bpb": baseline.concatenated_bpb,
+        "val_documents": baseline.documents,
+        "val_bytes": baseline.bytes,
+        "sample_prompt": SAMPLE_PROMPT,
+        "sample": sample,
+    }
+    (out / "quickstart.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    _print_summary(record, out)
+    return 0
+
+
+def quickstart_configs(out: Path, overrides: list[str]) -> tuple[PrepareConfig, RunConfig]:
+    """The default configs with `overrides` applied and the output paths placed under `out`."""
+    tree = load_yaml(DEFAULT_CONFIG)
+    prep_over = [o for o in overrides if parse_override(o)[0][0] == "prepare"]
+    run_over = ["run." + o for o in overrides if parse_override(o)[0][0] != "prepare"]
+    tree = apply_overrides(tree, prep_over + run_over)
+    unknown = set(tree) - {"prepare", "run"}
+    if unknown:
+        raise ConfigError(f"{DEFAULT_CONFIG}: unknown sections {sorted(unknown)}")
+    prep_tree, run_tree = tree.get("prepare") or {}, tree.get("run") or {}
+    prep_tree.update(output=str(out / "data"), overwrite=True)
+    run_tree.update(out_dir=str(out), overwrite=True)
+    run_tree.setdefault("data", {})["path"] = str(out / "data")
+    prep_cfg = validate(PrepareConfig, prep_tree, source="quickstart prepare config")
+    run_cfg = validate(RunConfig, run_tree, source="quickstart run config")
+    return prep_cfg, run_cfg
+
+
+def measure_step_seconds(cfg: RunConfig, data: Any, *, steps: int = PROBE_STEPS, max_seconds: float = 30.0) -> float:
+    """Seconds per optimiser step of `cfg` on this machine: the median of up to `steps` timed steps after
+    a warm-up one, each a full step as the trainer runs it (micro-batches, backward, clipping, optimiser).
+    Timing stops early once the probe has spent `max_seconds` (at least one step is always timed)."""
+    from pretrainlab.data.batch import Batch
+    from pretrainlab.model import build_model, resolve_model_config
+    from pretrainlab.objectives import build_objective
+    from pretrainlab.optim import build_optimizer
+    from pretrainlab.train.batch_plan import plan_batches
+    from pretrainlab.train.distributed import resolve_device
+    from pretrainlab.train.precision import autocast, autocast_dtype
+
+    device = resolve_device(cfg.device)
+    plan = plan_batches(cfg)
+    dtype = autocast_dtype(cfg.train.precision, device)
+    model = build_model(resolve_model_config(cfg.model, vocab_size=data.vocab_size, seq_len=cfg.data.seq_len))
+    model.to(device).train()
+    optimizer = build_optimizer(model, cfg.optim)
+    objective = build_objective(cfg.objective, cfg.objective_options)
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, data.vocab_size, (plan.micro_batch_size, cfg.data.seq_len + 1), generator=g)
+    batch = Batch(tokens=tokens, loss_mask=None, domains=torch.zeros(plan.micro_batch_size, dtype=torch.long))
+    batch = batch.to(device)
+    times: list[float] = []
+    probe_start = time.perf_counter()
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        for _ in range(plan.accum_steps):
+            with autocast(device, dtype):
+                loss = objective(model, batch).loss
+            loss.backward()
+        if cfg.train.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip, foreach=True)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.detach().item()  # a sync point on accelerators
+        if i > 0:
+            times.append(time.perf_counter() - t0)
+            if time.perf_counter() - probe_start > max_seconds:
+                break
+    return sorted(times)[len(times) // 2]
+
+
+class TimeLimit(Callback):
+    """Stop training (with a checkpoint) once it has run `limit_s` seconds."""
+
+    name = "quickstart_time_limit"
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.start = time.perf_counter()
+
+    def on_train_start(self, trainer: Any) -> None:
+        self.start = time.perf_counter()
+
+    def on_step_end(self, trainer: Any, metrics: dict[str, Any]) -> None:
+        if time.perf_counter() - self.start > self.limit_s:
+            trainer.request_stop(f"time limit of {self.limit_s:.0f} s")
+
+
+def _prepare_or_reuse(cfg: PrepareConfig) -> Any:
+    """Open `cfg.output` when it already holds data prepared with this exact config, else prepare it."""
+    from pretrainlab.data.prepare import prepare
+    from pretrainlab.data.prepared import PreparedData
+    from pretrainlab.errors import DataError
+
+    wanted = cfg.model_dump(mode="json")
+    for key in ("output", "overwrite"):
+        wanted.pop(key, None)
+    if (Path(cfg.output) / "manifest.json").is_file():
+        try:
+            existing = PreparedData(cfg.output)
+            if existing.manifest.get("config") == wanted:
+                _say(f"reusing the prepared data in {cfg.output} (same config)")
+                return existing
+        except DataError:
+            pass
+    _say("preparing the standard library corpus (byte-level BPE, held-out files for validation)")
+    return PreparedData(prepare(cfg, progress=False))
+
+
+def _full_validation(trainer: Any, final: dict[str, Any]) -> dict[str, float]:
+    """Validation over every held-out token (what gzip is compared on): the trainer's final figures when
+    they cover everything, else a fresh evaluation of the trained model."""
+    cfg = trainer.cfg
+    if cfg.eval.max_tokens_per_domain is None and "val_bpb" in final:
+        return {k: float(v) for k, v in final.items() if k.startswith("val_")}
+    from pretrainlab.eval.evaluate import evaluate
+
+    return evaluate(
+        trainer.model,
+        trainer.data,
+        seq_len=cfg.data.seq_len,
+        max_tokens_per_domain=None,
+        batch_size=cfg.eval.batch_size,
+        device=trainer.device,
+        autocast_dtype=trainer.autocast_dtype,
+    )
+
+
+def _gzip(data: Any) -> Any:
+    from pretrainlab.eval.gzip_baseline import gzip_baseline
+
+    return gzip_baseline(data)
+
+
+def _sample(trainer: Any, data: Any) -> str:
+    from pretrainlab.eval.generate import generate
+
+    return generate(
+        trainer.module,
+        data.tokenizer,
+        SAMPLE_PROMPT,
+        max_tokens=160,
+        temperature=0.8,
+        top_k=50,
+        seed=0,
+        device=trainer.device,
+        max_seq_len=trainer.model_cfg.max_seq_len,
+    )
+
+
+def _print_summary(r: dict[str, Any], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.rule("sample")
+    console.print(r["sample_prompt"] + r["sample"], markup=False, highlight=False)
+    table = Table(title=f"held-out stdlib code: {r['val_documents']} files, {r['val_bytes']:,} bytes")
+    table.add_column("compressor")
+    table.add_column("bits/byte", justify="right")
+    table.add_row(f"this model ({r['steps']} steps, {r['tokens']:,} tokens, {r['train_s']:.0f} s)", f"{r['val_bpb']:.3f}",
+                  style="bold")
+    table.add_row("gzip -9, each file alone", f"{r['gzip_per_document_bpb']:.3f}")
+    table.add_row("gzip -9, files concatenated", f"{r['gzip_concatenated_bpb']:.3f}")
+    console.print(table)
+    gz = r["gzip_per_document_bpb"]
+    verdict = "beats" if r["val_bpb"] < gz else "does not beat"
+    console.print(f"the model {verdict} gzip -9 ({r['val_bpb']:.3f} vs {gz:.3f} bits per byte); "
+                  f"total wall time {r['wall_s']:.0f} s")
+    run = r["run_dir"]
+    console.print(
+        f"\nrun folder: {run}  (config.yaml, metrics.jsonl, checkpoints/); summary: {out / 'quickstart.json'}\n"
+        "next:\n"
+        f"  pretrainlab generate {run} --prompt \"class \" --max-tokens 200\n"
+        f"  pretrainlab eval {run}\n"
+        f"  pretrainlab train {run}/config.yaml name=longer train.steps={max(2 * r['steps'], 100)}",
+        markup=False,
+        highlight=False,
+    )
+
+
+def _say(text: str) -> None:
+    print(f"[quickstart] {text}", flush=True)
