@@ -191,7 +191,8 @@ class TokenLoader:
 
         Refuses (DataError naming what differs) a state saved with another seq_len, mode, global
         batch size or split, or on other prepared data unless `allow_fingerprint_change`; then
-        counters and weights of domains no longer present are dropped and new domains start at 0.
+        counters and weights of domains no longer present are dropped and new domains start at 0
+        (weight 0 too). The saved seed replaces the constructor's: the state alone fixes the order.
         """
         if not isinstance(state, dict):
             raise DataError(f"loader state must be a dict, not {type(state).__name__}", hint="use a checkpoint's state")
@@ -201,6 +202,11 @@ class TokenLoader:
             raise DataError(
                 f"loader state lacks {', '.join(missing)}",
                 hint="the checkpoint was not written by this loader; start a fresh run",
+            )
+        if state.get("version", STATE_VERSION) != STATE_VERSION:
+            raise DataError(
+                f"loader state version {state.get('version')!r} is not {STATE_VERSION}",
+                hint="resume with the pretrainlab version that wrote the checkpoint",
             )
         current = {"seq_len": self.seq_len, "mode": self.mode, "global_rows": self.global_rows, "split": self.split}
         differ = [f"{key}: saved {state[key]!r}, now {value!r}" for key, value in current.items() if state[key] != value]

@@ -81,22 +81,26 @@ def pack_rows(offsets: np.ndarray, row_len: int) -> tuple[np.ndarray, np.ndarray
     if doc_lens.size == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty.copy()
-    n_pieces = -(-doc_lens // row_len)
-    total = int(n_pieces.sum())
-    first_piece = np.cumsum(n_pieces) - n_pieces
-    piece_in_doc = np.arange(total, dtype=np.int64) - np.repeat(first_piece, n_pieces)
-    piece_starts = np.repeat(doc_starts, n_pieces) + piece_in_doc * row_len
+    if int(doc_lens.max()) <= row_len:
+        piece_starts = doc_starts
+    else:
+        n_pieces = -(-doc_lens // row_len)
+        first_piece = np.cumsum(n_pieces) - n_pieces
+        piece_in_doc = np.arange(int(n_pieces.sum()), dtype=np.int64) - np.repeat(first_piece, n_pieces)
+        piece_starts = np.repeat(doc_starts, n_pieces) + piece_in_doc * row_len
+    total = int(piece_starts.size)
     bounds = np.append(piece_starts, offsets[-1])
-    jump = (np.searchsorted(bounds, piece_starts + row_len, side="right") - 1).tolist()
+    jump = np.searchsorted(bounds, piece_starts + row_len, side="right") - 1
 
+    hops = jump.tolist()
     row_pieces = []
     i = 0
     while i < total:
         row_pieces.append(i)
-        i = jump[i]
+        i = hops[i]
     first = np.asarray(row_pieces, dtype=np.int64)
-    ends = bounds[np.asarray([jump[p] for p in row_pieces], dtype=np.int64)]
-    return bounds[first], ends - bounds[first]
+    starts = bounds[first]
+    return starts, bounds[jump[first]] - starts
 
 
 class PackedRows:
