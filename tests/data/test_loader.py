@@ -87,7 +87,7 @@ def test_restore_yields_the_same_next_batches(mixed: PreparedData, mode: str) ->
     state = json.loads(json.dumps(original.state_dict()))
     expected = batches(original, 50)
 
-    restored = TokenLoader(mixed, **{**kw, "weights": None})
+    restored = TokenLoader(mixed, **{**kw, "weights": None, "seed": 99})  # the saved seed wins
     restored.load_state_dict(state)
     assert restored.weights == original.weights
     assert_same(batches(restored, 50), expected)
@@ -368,3 +368,10 @@ def test_bad_arguments_are_config_errors(mixed: PreparedData) -> None:
         TokenLoader(mixed, seq_len=8, global_rows=4, seed=0, mode="shuffled")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="seed"):
         TokenLoader(mixed, seq_len=8, global_rows=4, seed=-1)
+
+
+def test_state_of_another_version_is_refused(mixed: PreparedData) -> None:
+    loader = TokenLoader(mixed, seq_len=16, global_rows=4, seed=0)
+    state = {**loader.state_dict(), "version": 99}
+    with pytest.raises(DataError, match="version 99"):
+        loader.load_state_dict(state)
