@@ -232,7 +232,8 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     verify_checkpoint(path)
     model_file, state_file = path / MODEL_FILE, path / STATE_FILE
     try:
-        model_state = safetensors_load(model_file.read_bytes())
+        loaded = safetensors_load(model_file.read_bytes())
+        model_state = {k: loaded[k] for k in sorted(loaded)}  # one order on every rank
     except (SafetensorError, ValueError, OSError) as e:
         raise CheckpointError(f"{model_file} is not a readable safetensors file ({e})", hint="use an earlier checkpoint") from None
     state = _load_state_file(state_file)

@@ -184,10 +184,14 @@ def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, ctx
 
 
 def load_full_model_state(model: nn.Module, state: dict[str, Tensor], ctx: DistContext) -> None:
-    """Load full weights (every rank passes the same full dict; FSDP keeps its own shard)."""
+    """Load full weights (every rank passes the same full dict; FSDP keeps its own shard).
+
+    Keys are put in sorted order first: FSDP scatters one tensor per key in the dict's order, so ranks
+    must agree on it (safetensors does not promise an order).
+    """
     from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
-    set_model_state_dict(model, state, options=_full_options())
+    set_model_state_dict(model, {k: state[k] for k in sorted(state)}, options=_full_options())
 
 
 def load_full_optimizer_state(
@@ -256,7 +260,14 @@ def barrier(ctx: DistContext) -> None:
             dist.barrier()
 
 
-def shutdown(ctx: DistContext) -> None:
-    """Destroy the process group (safe to call twice or without one)."""
+def shutdown(ctx: DistContext, *, wait: bool = True) -> None:
+    """Destroy the process group (safe to call twice or without one).
+
+    `wait=True` first waits for every rank: tearing gloo down while another rank still finishes its last
+    collectives aborts the process (seen with FSDP2 on CPU). Pass `wait=False` on error paths, where the
+    other ranks may never arrive.
+    """
     if dist.is_available() and dist.is_initialized():
+        if wait and ctx.is_distributed:
+            barrier(ctx)
         dist.destroy_process_group()
