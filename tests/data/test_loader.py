@@ -18,7 +18,7 @@ from pretrainlab.errors import ConfigError, DataError
 POS_VOCAB, POS_EOT, POS_PAD = 65536, 65534, 65535
 
 
-def position_docs(rng: np.random.Generator, lengths: list[int], first: int = 0) -> list[list[int]]:
+def position_docs(lengths: list[int], first: int = 0) -> list[list[int]]:
     """Documents whose tokens are consecutive integers (unique across the whole domain)."""
     docs, nxt = [], first
     for n in lengths:
@@ -52,7 +52,7 @@ def positional(tmp_path: Path) -> PreparedData:
     return PreparedData(
         make_prepared(
             tmp_path / "pos",
-            train={"text": position_docs(rng, lengths)},
+            train={"text": position_docs(lengths)},
             vocab_size=POS_VOCAB,
             eot_id=POS_EOT,
             pad_id=POS_PAD,
