@@ -1,5 +1,6 @@
-"""Distributed setup: single-process fallbacks, and 2 CPU processes (gloo, torchrun) for DDP and FSDP2
-matching 1 process, with full-state checkpoints that move between world sizes in both directions."""
+"""Distributed setup: single-process fallbacks, and 2 CPU processes (gloo, torchrun) running FSDP2 on a toy
+model with a tied embedding, with full-state checkpoints that move between world sizes in both directions.
+(DDP and FSDP2 through the real trainer against 1 process: tests/train/test_resume.py.)"""
 
 from __future__ import annotations
 
@@ -211,12 +212,9 @@ def _run_worker(tmp_path: Path, name: str, parallel: str, nproc: int, resume: st
 
 @needs_gloo
 @pytest.mark.slow
-def test_two_processes_match_one_and_checkpoints_cross_world_sizes(tmp_path: Path) -> None:
+def test_fsdp_checkpoints_cross_world_sizes(tmp_path: Path) -> None:
     single = _run_worker(tmp_path, "single", "none", 1)
     assert len(single) == 6 and single[0] > single[-1]
-
-    ddp = _run_worker(tmp_path, "ddp", "ddp", 2)
-    assert ddp == pytest.approx(single, rel=1e-5)
 
     # the 1-process checkpoint of step 3 continues in 2 FSDP2 processes, which save step 5 ...
     ckpt_single = tmp_path / "single" / "checkpoints" / "step-3"
