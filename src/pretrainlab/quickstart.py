@@ -24,6 +24,10 @@ from pretrainlab.train.callbacks import Callback
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "quickstart.yaml"
 SAMPLE_PROMPT = "def "
 PROBE_STEPS = 3
+SETUP_ALLOWANCE_S = 75.0
+"""Time allowed, beyond the training budget, for imports, prepare and the throughput probe."""
+FINISH_RESERVE_S = 25.0
+"""Time kept after training for the final evaluation, checkpoint, gzip comparison and sample."""
 
 
 def quickstart(out: str | Path = "quickstart", minutes: float = 3.0, overrides: list[str] | None = None) -> int:
@@ -41,17 +45,24 @@ def quickstart(out: str | Path = "quickstart", minutes: float = 3.0, overrides: 
             f"{data.path} has no validation documents, so neither the model nor gzip can be measured",
             hint="raise prepare.validation.fraction (or use more files: prepare.sources.0.max_files)",
         )
-    step_s = measure_step_seconds(run_cfg, data, max_seconds=max(1.0, 0.05 * budget_s))
-    steps = max(1, int(budget_s / step_s))
-    run_cfg = run_cfg.model_copy(update={"train": run_cfg.train.model_copy(update={"steps": steps})})
-    _say(f"throughput probe: {step_s:.3f} s per step -> {steps} steps of "
-         f"{run_cfg.train.global_batch_tokens:,} tokens in {minutes:g} min")
+    threads, step_s, timings = plan_threads(run_cfg, data, max_seconds=max(1.0, 0.04 * budget_s))
+    # The whole command ends by `deadline`: a slow prepare shortens training (the schedule still completes).
+    deadline = started + budget_s + SETUP_ALLOWANCE_S + FINISH_RESERVE_S
+    train_budget_s = max(step_s, min(budget_s, deadline - FINISH_RESERVE_S - time.perf_counter()))
+    steps = max(1, int(train_budget_s / step_s))
+    run_cfg = run_cfg.model_copy(
+        update={"train": run_cfg.train.model_copy(update={"steps": steps, "threads": threads})}
+    )
+    probe = ", ".join(f"{n} thread{'s' if n > 1 else ''} {t:.2f} s/step" for n, t in timings.items())
+    _say(f"throughput probe: {probe} -> {threads} thread{'s' if threads > 1 else ''}, {steps} steps of "
+         f"{run_cfg.train.global_batch_tokens:,} tokens in {train_budget_s:.0f} s")
 
     from pretrainlab.train.trainer import Trainer
 
     trainer = Trainer(run_cfg)
-    trainer.callbacks.append(TimeLimit(budget_s * 1.2 + 15.0))  # a safety net if the machine slows down
     train_start = time.perf_counter()
+    # A safety net for a machine that slows down after the probe: stop (the schedule unfinished) in time.
+    trainer.callbacks.append(TimeLimit(max(train_budget_s, deadline - FINISH_RESERVE_S - train_start)))
     final = trainer.fit()
     train_s = time.perf_counter() - train_start
 
@@ -100,10 +111,46 @@ def quickstart_configs(out: Path, overrides: list[str]) -> tuple[PrepareConfig, 
     return prep_cfg, run_cfg
 
 
-def measure_step_seconds(cfg: RunConfig, data: Any, *, steps: int = PROBE_STEPS, max_seconds: float = 30.0) -> float:
+def plan_threads(cfg: RunConfig, data: Any, *, max_seconds: float) -> tuple[int, float, dict[int, float]]:
+    """(threads, seconds per step, every timing) for `cfg`: one thread against all of them, the faster kept.
+
+    On a machine shared with other busy processes, intra-op parallelism can be several times slower than
+    a single thread (each parallel region waits for its slowest, descheduled thread), while on an idle
+    machine all cores win; measuring both settles it. An explicit `train.threads` is only timed.
+    """
+    if cfg.train.threads is not None:
+        n = cfg.train.threads
+        t = measure_step_seconds(cfg, data, threads=n, max_seconds=max_seconds)
+        return n, t, {n: t}
+    all_threads = torch.get_num_threads()
+    timings = {1: measure_step_seconds(cfg, data, threads=1, max_seconds=max_seconds)}
+    if all_threads > 1:
+        timings[all_threads] = measure_step_seconds(
+            cfg, data, threads=all_threads, max_seconds=max_seconds, give_up_s=timings[1]
+        )
+    best = min(timings, key=lambda n: timings[n])
+    torch.set_num_threads(best)
+    return best, timings[best], timings
+
+
+def measure_step_seconds(
+    cfg: RunConfig,
+    data: Any,
+    *,
+    threads: int | None = None,
+    steps: int = PROBE_STEPS,
+    max_seconds: float = 30.0,
+    give_up_s: float | None = None,
+) -> float:
     """Seconds per optimiser step of `cfg` on this machine: the median of up to `steps` timed steps after
     a warm-up one, each a full step as the trainer runs it (micro-batches, backward, clipping, optimiser).
-    Timing stops early once the probe has spent `max_seconds` (at least one step is always timed)."""
+
+    Timing stops early once the probe has spent `max_seconds` (at least one step is always timed). With
+    `give_up_s`, a timed step slower than that (or a warm-up step three times slower) ends the probe at
+    once and its time is returned: the caller only needs to know it lost.
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
     from pretrainlab.data.batch import Batch
     from pretrainlab.model import build_model, resolve_model_config
     from pretrainlab.objectives import build_objective
@@ -136,8 +183,11 @@ def measure_step_seconds(cfg: RunConfig, data: Any, *, steps: int = PROBE_STEPS,
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         loss.detach().item()  # a sync point on accelerators
+        took = time.perf_counter() - t0
+        if give_up_s is not None and took > give_up_s * (3.0 if i == 0 else 1.0):
+            return took
         if i > 0:
-            times.append(time.perf_counter() - t0)
+            times.append(took)
             if time.perf_counter() - probe_start > max_seconds:
                 break
     return sorted(times)[len(times) // 2]

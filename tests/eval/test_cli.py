@@ -6,8 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-
 from helpers import make_prepared, random_docs
 from pretrainlab.cli import main
 from pretrainlab.config import RunConfig
@@ -15,35 +13,11 @@ from pretrainlab.data.prepared import PreparedData
 
 
 def _train_tiny(cfg: RunConfig) -> Path:
-    """~10 steps of a 2-layer x 32 model; through the Trainer when it is there, else with C's checkpoint API."""
-    try:
-        from pretrainlab.train.trainer import Trainer
-    except ImportError:
-        Trainer = None
-    if Trainer is not None:
-        Trainer(cfg).fit()
-        return Path(cfg.out_dir) / cfg.name
-    from pretrainlab.model import build_model, resolve_model_config
-    from pretrainlab.train.checkpoint import save_checkpoint
-    from pretrainlab.train.run_folder import prepare_run_dir, write_config
+    """~10 steps of a 2-layer x 32 model through the Trainer (which checkpoints at the end)."""
+    from pretrainlab.train.trainer import Trainer
 
-    data = PreparedData(cfg.data.path)
-    torch.manual_seed(0)
-    model = build_model(resolve_model_config(cfg.model, vocab_size=data.vocab_size, seq_len=cfg.data.seq_len))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    tokens = np.asarray(data.shard("alpha", "train").tokens, dtype=np.int64)
-    for step in range(cfg.train.steps):
-        starts = np.random.default_rng(step).integers(0, tokens.size - cfg.data.seq_len - 1, size=4)
-        rows = torch.from_numpy(np.stack([tokens[s : s + cfg.data.seq_len + 1] for s in starts]))
-        logits = model.logits(model(rows[:, :-1]))
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), rows[:, 1:].flatten())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    run_dir = prepare_run_dir(cfg, resume=False)
-    write_config(run_dir, cfg)
-    save_checkpoint(run_dir, cfg.train.steps, model_state=model.state_dict(), state={}, keep=2)
-    return run_dir
+    Trainer(cfg).fit()
+    return Path(cfg.out_dir) / cfg.name
 
 
 @pytest.fixture
