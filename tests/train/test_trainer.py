@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import yaml
 
-from helpers import make_prepared, tiny_run_config
+from helpers import make_prepared, random_docs, tiny_run_config
 from pretrainlab.config import RunConfig
-from pretrainlab.errors import ConfigError
+from pretrainlab.errors import ConfigError, DataError
+from pretrainlab.train.callbacks import Callback
 from pretrainlab.train.metrics import MetricsWriter, read_metrics
 from pretrainlab.train.run_folder import load_run_config
 from pretrainlab.train.trainer import Trainer
@@ -99,6 +101,15 @@ def test_existing_run_folder_needs_overwrite_or_resume(tmp_path: Path, tiny_prep
     assert (tmp_path / "runs" / "tiny" / "notes.txt").read_text() == "mine"  # never anything else
 
 
+class StopAt(Callback):
+    def __init__(self, step: int, checkpoint: bool) -> None:
+        self.step, self.checkpoint = step, checkpoint
+
+    def on_step_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        if trainer.step == self.step:
+            trainer.request_stop("test", checkpoint=self.checkpoint)
+
+
 def test_resume_truncates_metrics_and_continues_exactly(tmp_path: Path, tiny_prepared: Path) -> None:
     full = tiny_run_config(tmp_path / "a", tiny_prepared, train={"steps": 6, "deterministic": True})
     Trainer(full).fit()
@@ -106,15 +117,19 @@ def test_resume_truncates_metrics_and_continues_exactly(tmp_path: Path, tiny_pre
 
     half = tiny_run_config(tmp_path / "b", tiny_prepared, train={"steps": 6, "deterministic": True, "checkpoint_every": 3})
     trainer = Trainer(half)
-    trainer.request_stop("test", checkpoint=True)  # stops after step 1: a checkpoint at step 1
+    trainer.callbacks.append(StopAt(4, checkpoint=False))  # dies after step 4; the newest checkpoint is step 3
     trainer.fit()
     metrics = tmp_path / "b" / "tiny" / "metrics.jsonl"
-    with open(metrics, "a") as f:  # a line past the checkpoint, as a killed run would leave
-        f.write(json.dumps({"step": 2, "loss": 123.0}) + "\n")
-    Trainer(half, resume=True).fit()
+    assert [r["step"] for r in read_metrics(metrics)] == [1, 2, 3, 4]
+    with open(metrics, "a") as f:  # a torn line, as a killed run may leave
+        f.write('{"step": 5, "lo')
+    resumed_trainer = Trainer(half, resume=True)
+    assert resumed_trainer.step == 3
+    resumed_trainer.fit()
     resumed = [r for r in read_metrics(metrics) if "lr" in r]
     assert [r["step"] for r in resumed] == list(range(1, 7))
     assert [r["loss"] for r in resumed] == [r["loss"] for r in reference]  # bitwise on CPU, deterministic
+    assert [r["grad_norm"] for r in resumed] == [r["grad_norm"] for r in reference]
 
 
 def test_metrics_writer_truncation(tmp_path: Path) -> None:
@@ -139,3 +154,17 @@ def test_shipped_tiny_config_trains(tmp_path: Path, tiny_prepared: Path) -> None
     tree["schedule"]["warmup_steps"] = 1
     final = Trainer(RunConfig.model_validate(tree)).fit()
     assert final["step"] == 2
+
+
+def test_resume_on_changed_data_needs_allow_fingerprint_change(tmp_path: Path, tiny_prepared: Path) -> None:
+    cfg = tiny_run_config(tmp_path / "runs", tiny_prepared, train={"steps": 4})
+    trainer = Trainer(cfg)
+    trainer.callbacks.append(StopAt(2, checkpoint=True))
+    trainer.fit()
+    rng = np.random.default_rng(7)
+    other = make_prepared(tmp_path / "other", train={"alpha": random_docs(rng, 50), "beta": random_docs(rng, 50)})
+    moved = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": str(other)})})
+    with pytest.raises(DataError, match="data.allow_fingerprint_change=true"):
+        Trainer(moved, resume=True)
+    allowed = moved.model_copy(update={"data": moved.data.model_copy(update={"allow_fingerprint_change": True})})
+    assert Trainer(allowed, resume=True).fit()["step"] == 4

@@ -147,7 +147,10 @@ class ProgressDisplay:
             f"mfu {_fmt(metrics.get('mfu'))}"
         )
         if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, completed=step, info=info)
+            if log_line:  # throughput is measured per logging window: keep the last figures in between
+                self._bar.update(self._task, completed=step, info=info)
+            else:
+                self._bar.update(self._task, completed=step)
         elif log_line and not self.quiet:
             print(f"step {step}/{self.total}  {info}", file=self.stream, flush=True)
 

@@ -54,9 +54,6 @@ class Trainer:
         self.ctx = ctx if ctx is not None else init_distributed(cfg.parallel, cfg.device)
         self.device = self.ctx.device
         self.is_main = self.ctx.is_main
-        self._threads_before = torch.get_num_threads()
-        if cfg.train.threads is not None:
-            torch.set_num_threads(cfg.train.threads)  # restored when fit() ends: it is process-wide
 
         # Everything that can be wrong with the config is checked before the model is built.
         self.plan = plan_batches(cfg, self.ctx.world_size)
@@ -76,6 +73,7 @@ class Trainer:
             rank=self.ctx.rank,
             world_size=self.ctx.world_size,
         )
+        self._has_val = any(self.data.shard(d, "val").n_tokens > 1 for d in self.data.domains)
         self.autocast_dtype = autocast_dtype(cfg.train.precision, self.device)
         self.run_dir = Path(cfg.out_dir) / cfg.name
         if self.is_main:
@@ -140,6 +138,9 @@ class Trainer:
                 self.run_dir,
                 environment(self.device, world_size=self.ctx.world_size, precision=precision_name(self.autocast_dtype)),
             )
+        threads_before = torch.get_num_threads()
+        if cfg.train.threads is not None:
+            torch.set_num_threads(cfg.train.threads)  # process-wide: restored when fit() returns
         self.progress = ProgressDisplay(total, enabled=cfg.train.progress, quiet=not self.is_main)
         self._print_summary()
         self.meter = ThroughputMeter(self.flops_per_token, self._peak_flops())
@@ -165,7 +166,7 @@ class Trainer:
             self.progress.stop()
             if self.writer is not None:
                 self.writer.close()
-            torch.set_num_threads(self._threads_before)
+            torch.set_num_threads(threads_before)
         return final
 
     def _train_step(self) -> None:
@@ -291,7 +292,7 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
 
     def _evaluate(self) -> dict[str, float] | None:
-        if not any(self.data.shard(d, "val").n_tokens > 1 for d in self.data.domains):
+        if not self._has_val:
             return None
         from pretrainlab.eval.evaluate import evaluate
 
@@ -414,6 +415,8 @@ class Trainer:
             + (f" (resuming at step {self.step})" if self.step else ""),
             f"callbacks    {', '.join(cb.name for cb in self.callbacks) or 'none'}",
         ]
+        if not self._has_val:
+            lines.append(f"evaluation   skipped: {self.data.path} has no validation tokens")
         for line in lines:
             self._say(line)
 
