@@ -101,7 +101,9 @@ def test_hooks_run_in_order_and_add_metrics(tmp_path: Path, tiny_prepared: Path)
 
 
 def test_a_vetoed_step_leaves_parameters_and_optimizer_untouched(tmp_path: Path, tiny_prepared: Path) -> None:
-    cfg = tiny_run_config(tmp_path, tiny_prepared, train={"steps": 3}, callbacks=[{"name": "recorder", "options": {"skip_step": 3}}])
+    cfg = tiny_run_config(
+        tmp_path, tiny_prepared, train={"steps": 3}, callbacks=[{"name": "recorder", "options": {"skip_step": 3}}]
+    )
     trainer = Trainer(cfg)
     snapshots: list[dict[str, torch.Tensor]] = []
 
@@ -120,7 +122,9 @@ def test_a_vetoed_step_leaves_parameters_and_optimizer_untouched(tmp_path: Path,
 
 
 def test_request_stop_checkpoints_and_state_is_saved_by_name(tmp_path: Path, tiny_prepared: Path) -> None:
-    cfg = tiny_run_config(tmp_path, tiny_prepared, train={"steps": 8}, callbacks=[{"name": "recorder", "options": {"stop_step": 3}}])
+    cfg = tiny_run_config(
+        tmp_path, tiny_prepared, train={"steps": 8}, callbacks=[{"name": "recorder", "options": {"stop_step": 3}}]
+    )
     trainer = Trainer(cfg)
     trainer.fit()
     assert trainer.step == 3 and trainer.exit_code == 0
@@ -131,7 +135,8 @@ def test_request_stop_checkpoints_and_state_is_saved_by_name(tmp_path: Path, tin
     assert state["trainer"]["step"] == 3
     assert not any(r.get("event") == "end" for r in read_metrics(trainer.run_dir / "metrics.jsonl"))
 
-    resumed = Trainer(cfg.model_copy(update={"callbacks": [cfg.callbacks[0].model_copy(update={"options": {}})]}), resume=True)
+    no_stop = cfg.model_copy(update={"callbacks": [cfg.callbacks[0].model_copy(update={"options": {}})]})
+    resumed = Trainer(no_stop, resume=True)
     assert recorder_of(resumed).counter == 3 and resumed.step == 3
     resumed.fit()
     assert recorder_of(resumed).counter == 8

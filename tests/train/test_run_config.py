@@ -50,7 +50,9 @@ def test_batch_divisibility(train: dict, seq_len: int, world: int, message: str)
 
 
 def test_batch_plan() -> None:
-    cfg = RunConfig.model_validate({"train": {"global_batch_tokens": 64 * 32, "micro_batch_size": 4}, "data": {"seq_len": 64}})
+    cfg = RunConfig.model_validate(
+        {"train": {"global_batch_tokens": 64 * 32, "micro_batch_size": 4}, "data": {"seq_len": 64}}
+    )
     plan = plan_batches(cfg, world_size=2)
     assert (plan.global_rows, plan.rows_per_rank, plan.accum_steps, plan.tokens_per_step) == (32, 16, 4, 2048)
 

@@ -39,7 +39,9 @@ if "test_self_signal" not in CALLBACKS:
 
 def test_sigterm_finishes_the_step_and_checkpoints(tmp_path: Path, tiny_prepared: Path) -> None:
     before = signal.getsignal(signal.SIGTERM)
-    cfg = tiny_run_config(tmp_path, tiny_prepared, train={"steps": 20}, callbacks=[{"name": "test_self_signal", "options": {"at": 4}}])
+    cfg = tiny_run_config(
+        tmp_path, tiny_prepared, train={"steps": 20}, callbacks=[{"name": "test_self_signal", "options": {"at": 4}}]
+    )
     trainer = Trainer(cfg)
     trainer.fit()
     assert trainer.exit_code == 143
@@ -61,7 +63,9 @@ def test_sigint_exits_130(tmp_path: Path, tiny_prepared: Path) -> None:
 
 
 def test_sigterm_to_a_cli_run_writes_a_checkpoint_and_exits_143(tmp_path: Path, tiny_prepared: Path) -> None:
-    cfg: dict[str, Any] = tiny_run_config(tmp_path / "runs", tiny_prepared, train={"steps": 100000}).model_dump(mode="json")
+    cfg: dict[str, Any] = tiny_run_config(tmp_path / "runs", tiny_prepared, train={"steps": 100000}).model_dump(
+        mode="json"
+    )
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

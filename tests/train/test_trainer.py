@@ -115,7 +115,9 @@ def test_resume_truncates_metrics_and_continues_exactly(tmp_path: Path, tiny_pre
     Trainer(full).fit()
     reference = [r for r in read_metrics(tmp_path / "a" / "tiny" / "metrics.jsonl") if "lr" in r]
 
-    half = tiny_run_config(tmp_path / "b", tiny_prepared, train={"steps": 6, "deterministic": True, "checkpoint_every": 3})
+    half = tiny_run_config(
+        tmp_path / "b", tiny_prepared, train={"steps": 6, "deterministic": True, "checkpoint_every": 3}
+    )
     trainer = Trainer(half)
     trainer.callbacks.append(StopAt(4, checkpoint=False))  # dies after step 4; the newest checkpoint is step 3
     trainer.fit()

@@ -29,9 +29,8 @@ def param_groups(model: nn.Module, *, weight_decay: float, decay: DecayMode = "m
             decayed.append((name, p))
         else:
             plain.append((name, p))
-    groups = []
-    if decayed:
-        groups.append({"params": [p for _, p in decayed], "param_names": [n for n, _ in decayed], "weight_decay": weight_decay})
-    if plain:
-        groups.append({"params": [p for _, p in plain], "param_names": [n for n, _ in plain], "weight_decay": 0.0})
-    return groups
+    return [
+        {"params": [p for _, p in members], "param_names": [n for n, _ in members], "weight_decay": wd}
+        for members, wd in ((decayed, weight_decay), (plain, 0.0))
+        if members
+    ]

@@ -56,7 +56,10 @@ def plan_batches(cfg: RunConfig, world_size: int = 1) -> BatchPlan:
         if good:
             hint = f"choose train.micro_batch_size from {good}"
         else:
-            hint = f"make train.global_batch_tokens a multiple of {seq_len * per} (seq_len x micro_batch_size x processes)"
+            hint = (
+                f"make train.global_batch_tokens a multiple of {seq_len * per} "
+                "(data.seq_len x train.micro_batch_size x processes)"
+            )
         raise ConfigError(
             f"train.global_batch_tokens={gbt} gives {rows} rows of data.seq_len={seq_len}, which do not split into "
             f"micro-batches of train.micro_batch_size={mbs} on {world_size} process(es) "

@@ -203,7 +203,9 @@ class Trainer:
         loss = loss_sum / n_tokens if n_tokens > 0 else math.nan
 
         lr_mult = self.lr_multiplier(self.step)
-        info = StepInfo(step=self.step, loss=loss, grad_norm=grad_norm, lr=self.cfg.optim.lr * lr_mult, tokens=self.tokens)
+        info = StepInfo(
+            step=self.step, loss=loss, grad_norm=grad_norm, lr=self.cfg.optim.lr * lr_mult, tokens=self.tokens
+        )
         apply = True
         for cb in self.callbacks:
             apply = cb.on_before_optimizer_step(self, info) is not False and apply
@@ -219,8 +221,9 @@ class Trainer:
         self.step += 1
         self.tokens += self.plan.tokens_per_step
         self.meter.add(self.plan.tokens_per_step)
-        self._step_metrics = {"step": self.step, "tokens": self.tokens, "loss": loss, "lr": info.lr, "grad_norm": grad_norm}
-        self._step_metrics.update(extra)
+        self._step_metrics = {
+            "step": self.step, "tokens": self.tokens, "loss": loss, "lr": info.lr, "grad_norm": grad_norm, **extra
+        }
         if not apply:
             self._step_metrics["skipped"] = True
 
@@ -254,11 +257,12 @@ class Trainer:
 
         if cfg.eval.every is not None and self.step % cfg.eval.every == 0 and self.step < cfg.train.steps:
             self._evaluate()
-        if self.ctx.is_distributed:  # a stop requested on any rank (e.g. one got SIGTERM) stops all
-            code = self._stop[2] if self._stop is not None else -1
-            agreed = all_reduce_max(torch.tensor([float(code)], device=self.device), self.ctx)
-            if self._stop is None and agreed.item() >= 0:
-                self._stop = ("another process asked to stop", True, int(agreed.item()))
+        if self.ctx.is_distributed:  # a stop requested on any rank (e.g. one got SIGTERM) stops all, alike
+            mine = [float(self._stop[2]), float(self._stop[1])] if self._stop is not None else [-1.0, 0.0]
+            code, wants_checkpoint = all_reduce_max(torch.tensor(mine, device=self.device), self.ctx).tolist()
+            if code >= 0:
+                reason = self._stop[0] if self._stop is not None else "another process asked to stop"
+                self._stop = (reason, wants_checkpoint > 0, int(code))
         every = cfg.train.checkpoint_every
         if every is not None and self.step % every == 0 and self.step < cfg.train.steps:
             self.save_checkpoint()
@@ -276,13 +280,16 @@ class Trainer:
             self.writer.write({"event": "end", **final})
         if self._checkpointed_step != self.step:
             self.save_checkpoint()
-        self._say(f"done: {self.step} steps, {self.tokens:,} tokens in {self.elapsed_s:.1f} s; run folder {self.run_dir}")
+        self._say(
+            f"done: {self.step} steps, {self.tokens:,} tokens in {self.elapsed_s:.1f} s; run folder {self.run_dir}"
+        )
         return final
 
     def _stopped(self) -> dict[str, Any]:
         reason, _, code = self._stop  # type: ignore[misc]
         self.exit_code = code
-        where = f"checkpoint {self.last_checkpoint}" if self._checkpointed_step == self.step else "no checkpoint written"
+        saved = self._checkpointed_step == self.step
+        where = f"checkpoint {self.last_checkpoint}" if saved else "no checkpoint written"
         self._say(
             f"stopped at step {self.step}/{self.cfg.train.steps} ({reason}); {where}; "
             f"continue with: pretrainlab train <config> --resume"
@@ -365,8 +372,10 @@ class Trainer:
         if state.get("data_fingerprint") != self.data.fingerprint and not allow:
             raise DataError(
                 f"{path}: the checkpoint was trained on prepared data with fingerprint "
-                f"{str(state.get('data_fingerprint'))[:12]}..., but {self.data.path} has {self.data.fingerprint[:12]}...",
-                hint="point data.path at the original data, or set data.allow_fingerprint_change=true to continue anyway",
+                f"{str(state.get('data_fingerprint'))[:12]}..., "
+                f"but {self.data.path} has {self.data.fingerprint[:12]}...",
+                hint="point data.path at the original data, or set data.allow_fingerprint_change=true "
+                "to continue anyway",
             )
         load_full_model_state(self.wrapped, model_state, self.ctx)
         load_full_optimizer_state(self.wrapped, self.optimizer, state["optimizer"], self.ctx)
