@@ -92,7 +92,8 @@ class StabilityCallback(Callback):
                 f"step {step}: {problem}; that is {self.skips} skipped steps, more than max_skips={self.max_skips}",
                 hint="the run diverges: lower optim.lr or lengthen the warm-up, then restart or resume",
             )
-        print(f"warning: step {step}: {problem}; update skipped ({self.skips}/{self.max_skips})", flush=True)
+        if getattr(trainer, "is_main", True):
+            print(f"warning: step {step}: {problem}; update skipped ({self.skips}/{self.max_skips})", flush=True)
         return False
 
     def on_step_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:

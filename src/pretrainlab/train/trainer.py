@@ -81,7 +81,7 @@ class Trainer:
         _barrier(self.ctx)
 
         _seed_everything(cfg.seed)
-        _set_deterministic(cfg.train.deterministic)
+        _set_deterministic(cfg.train.deterministic, self.device)
         model = build_model(self.model_cfg)
         self.wrapped = wrap_model(model, self.ctx)
         self.module = unwrap_model(self.wrapped)
@@ -455,14 +455,18 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _set_deterministic(enabled: bool) -> None:
-    """Bitwise-reproducible kernels (torch.use_deterministic_algorithms), as far as the device allows."""
+def _set_deterministic(enabled: bool, device: torch.device) -> None:
+    """Bitwise-reproducible kernels (torch.use_deterministic_algorithms).
+
+    Strict on the CPU, where every op the models use has a deterministic kernel; on GPUs an op without
+    one (e.g. some scatter/index backward kernels) warns instead of stopping the run.
+    """
     if enabled:
         import os
 
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(enabled)
+    torch.use_deterministic_algorithms(enabled, warn_only=enabled and device.type != "cpu")
 
 
 def _rng_state() -> dict[str, Any]:
