@@ -39,7 +39,7 @@ def make_prepared(
                 if docs:
                     toks = [np.asarray(list(d) + [eot_id]) for d in docs]
                     w.write(np.concatenate(toks), np.array([t.size for t in toks]), np.array([len(d) for d in docs]))
-            entry[split] = {"documents": w.n_docs, "tokens": w.n_tokens, "bytes": w.n_bytes}
+            entry[split] = {"documents": w.n_docs, "tokens": w.n_tokens, "bytes": w.n_bytes, "sha256": w.sha256}
         domains[domain] = entry
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT,

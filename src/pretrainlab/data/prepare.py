@@ -293,7 +293,7 @@ def _manifest(
         entry: dict[str, Any] = {}
         for split in SPLITS:
             w = stats.writers[(domain, split)]
-            entry[split] = {"documents": w.n_docs, "tokens": w.n_tokens, "bytes": w.n_bytes}
+            entry[split] = {"documents": w.n_docs, "tokens": w.n_tokens, "bytes": w.n_bytes, "sha256": w.sha256}
         entry["skipped_empty"] = diag.skipped_empty[domain]
         entry["invalid_utf8_documents"] = diag.invalid_utf8_documents[domain]
         entry["bad_lines"] = diag.bad_lines[domain]

@@ -8,7 +8,7 @@ manifest.json:
     {"format": "pretrainlab-prepared/1",
      "tokenizer": {"kind", "vocab_size", "eot_id", "pad_id", "sha256"},
      "dtype": "uint16" | "uint32",
-     "domains": {name: {"train": {"documents", "tokens", "bytes"}, "val": {...},
+     "domains": {name: {"train": {"documents", "tokens", "bytes", "sha256" (of the .bin)}, "val": {...},
                         "skipped_empty", "invalid_utf8_documents", "bad_lines",
                         "sources": [{"path", "sha256", "bytes"}]}},
      "timing": {name: seconds},       (not part of the fingerprint)

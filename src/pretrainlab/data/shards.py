@@ -12,6 +12,7 @@ so memory stays bounded whatever the corpus size, and read back as memory maps.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ class ShardWriter:
         self.n_tokens = 0
         self.n_docs = 0
         self.n_bytes = 0
+        self._hash = hashlib.sha256()  # of the token file: puts the content itself in the data fingerprint
         self._idx.write(np.zeros(1, dtype="<i8").tobytes())
 
     def write(self, tokens: np.ndarray, doc_lengths: np.ndarray, doc_bytes: np.ndarray) -> None:
@@ -52,13 +54,20 @@ class ShardWriter:
             raise ValueError("document lengths do not add up to the token count")
         if tokens.size and int(tokens.max()) > np.iinfo(self.dtype).max:
             raise ValueError(f"token id {int(tokens.max())} does not fit {self.dtype}")
-        self._bin.write(tokens.astype(self.dtype.newbyteorder("<"), copy=False).tobytes())
+        raw = tokens.astype(self.dtype.newbyteorder("<"), copy=False).tobytes()
+        self._bin.write(raw)
+        self._hash.update(raw)
         ends = self.n_tokens + np.cumsum(lengths)
         self._idx.write(ends.astype("<i8").tobytes())
         self._bytes.write(np.asarray(doc_bytes, dtype="<i8").tobytes())
         self.n_tokens += int(tokens.size)
         self.n_docs += int(lengths.size)
         self.n_bytes += int(np.asarray(doc_bytes, dtype=np.int64).sum())
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the token file written so far."""
+        return self._hash.hexdigest()
 
     def close(self) -> None:
         for f in (self._bin, self._idx, self._bytes):
