@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from helpers import make_prepared, random_docs, tiny_run_config
@@ -30,10 +31,16 @@ def learnable(tmp_path: Path) -> Path:
     return make_prepared(tmp_path / "learnable", train={"text": docs}, val={"text": docs[:6]})
 
 
-def test_tiny_run_writes_the_run_folder(tmp_path: Path, tiny_prepared: Path) -> None:
+def test_tiny_run_writes_the_run_folder(
+    tmp_path: Path, tiny_prepared: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = tiny_run_config(tmp_path / "runs", tiny_prepared, train={"steps": 4, "log_every": 2}, eval={"every": 2})
     final = Trainer(cfg).fit()
     run = tmp_path / "runs" / "tiny"
+    out = capsys.readouterr().out
+    for expected in ("without embeddings)", "FLOPs/token", "256 tokens/step", "1 accumulation step", "fp32 on cpu"):
+        assert expected in out
+    assert "step 2/4  loss" in out  # no TTY: plain log lines every log_every steps
 
     assert load_run_config(run) == cfg  # config.yaml round-trips to the same resolved config
     env = json.loads((run / "env.json").read_text())
@@ -170,3 +177,17 @@ def test_resume_on_changed_data_needs_allow_fingerprint_change(tmp_path: Path, t
         Trainer(moved, resume=True)
     allowed = moved.model_copy(update={"data": moved.data.model_copy(update={"allow_fingerprint_change": True})})
     assert Trainer(allowed, resume=True).fit()["step"] == 4
+
+
+def test_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pretrainlab.train import precision
+
+    cpu = torch.device("cpu")
+    assert precision.autocast_dtype("fp32", cpu) is None
+    assert precision.autocast_dtype("bf16", cpu) is torch.bfloat16
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.autocast_dtype("auto", cpu) is torch.bfloat16
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.autocast_dtype("auto", cpu) is None
+    with pytest.raises(ConfigError, match="train.precision"):
+        precision.autocast_dtype("fp8", cpu)
