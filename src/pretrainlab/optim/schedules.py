@@ -11,28 +11,23 @@ Shapes: `cosine` (decay to `min_lr_ratio` along a half cosine, as in GPT-3 / Chi
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable
 
 from pretrainlab.config import ScheduleConfig
 from pretrainlab.errors import ConfigError
+from pretrainlab.registry import Registry
 
 LrMultiplier = Callable[[int], float]
 # A shape maps progress through the post-warm-up phase (0 at its start, 1 at the last step) to a multiplier.
 Shape = Callable[[float, ScheduleConfig], float]
 
-SCHEDULES: dict[str, Shape] = {}
+SCHEDULES: Registry[Shape] = Registry("schedule")
 
 
 def register_schedule(name: str) -> Callable[[Shape], Shape]:
     """Decorator: make a decay shape available as `schedule.name=<name>`."""
-
-    def deco(fn: Shape) -> Shape:
-        SCHEDULES[name] = fn
-        return fn
-
-    return deco
+    return SCHEDULES.register(name)
 
 
 @register_schedule("cosine")
@@ -67,12 +62,7 @@ def warmup_steps(cfg: ScheduleConfig, total_steps: int) -> int:
 
 def check_schedule(cfg: ScheduleConfig, total_steps: int) -> None:
     """ConfigError for an unknown shape or a warm-up longer than the run."""
-    if cfg.name not in SCHEDULES:
-        close = difflib.get_close_matches(cfg.name, list(SCHEDULES), n=1)
-        raise ConfigError(
-            f"schedule.name: unknown schedule {cfg.name!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
-            hint=f"choose one of: {', '.join(sorted(SCHEDULES))}",
-        )
+    SCHEDULES.get(cfg.name, field="schedule.name")
     if warmup_steps(cfg, total_steps) > total_steps:
         raise ConfigError(
             f"schedule.warmup_steps={cfg.warmup_steps} is longer than the run (train.steps={total_steps})",
@@ -87,7 +77,7 @@ def build_schedule(cfg: ScheduleConfig, total_steps: int) -> LrMultiplier:
     runs from progress 0 to 1 over the remaining steps, so the last step gets the shape's end value.
     """
     check_schedule(cfg, total_steps)
-    shape = SCHEDULES[cfg.name]
+    shape = SCHEDULES.get(cfg.name, field="schedule.name")
     warm = warmup_steps(cfg, total_steps)
     decay_steps = max(total_steps - warm - 1, 1)
 

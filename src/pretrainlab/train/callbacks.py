@@ -22,7 +22,6 @@ list them; list one with `options: {enabled: false}` to turn it off.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from pretrainlab.config import CallbackConfig
 from pretrainlab.errors import ConfigError
+from pretrainlab.registry import Registry
 
 if TYPE_CHECKING:
     from pretrainlab.train.trainer import Trainer
@@ -85,17 +85,15 @@ class Callback:
         pass
 
 
-CallbackFactory = Callable[..., Callback]
-CALLBACKS: dict[str, CallbackFactory] = {}
+CALLBACKS: Registry[type[Callback]] = Registry("callback")
 
 
 def register_callback(name: str) -> Callable[[type[Callback]], type[Callback]]:
     """Class decorator: make a callback available as `callbacks: [{name: <name>}]`."""
 
     def deco(cls: type[Callback]) -> type[Callback]:
-        cls.name = name
-        CALLBACKS[name] = cls
-        return cls
+        cls.name = name  # its checkpoint state is saved under this name
+        return CALLBACKS.register(name)(cls)
 
     return deco
 
@@ -115,12 +113,7 @@ def build_callbacks(configs: list[CallbackConfig], *, defaults: tuple[str, ...] 
     seen: set[str] = set()
     for i, c in enumerate(configs):
         field = f"callbacks.{i}"
-        if c.name not in CALLBACKS:
-            close = difflib.get_close_matches(c.name, list(CALLBACKS), n=1)
-            raise ConfigError(
-                f"{field}.name: unknown callback {c.name!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
-                hint=f"registered callbacks: {', '.join(sorted(CALLBACKS))}",
-            )
+        CALLBACKS.get(c.name, field=f"{field}.name")
         if c.name in seen:
             raise ConfigError(f"{field}.name: callback {c.name!r} is listed twice", hint="list each callback once")
         seen.add(c.name)
@@ -138,7 +131,7 @@ def build_callbacks(configs: list[CallbackConfig], *, defaults: tuple[str, ...] 
 
 def _instantiate(name: str, options: dict[str, Any], field: str) -> Callback:
     try:
-        return CALLBACKS[name](**options)
+        return CALLBACKS.get(name)(**options)
     except TypeError as e:
         raise ConfigError(f"{field}.options: {e}", hint=f"see the docstring of the {name!r} callback") from None
     except ValueError as e:
