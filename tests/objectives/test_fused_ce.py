@@ -65,3 +65,16 @@ def test_grad_flows_only_where_needed() -> None:
     (gh,) = torch.autograd.grad(loss, (h,))
     (rh,) = torch.autograd.grad(reference(h, frozen, t, None).sum(), (h,))
     torch.testing.assert_close(gh, rh, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_compiled_chunk_kernel_matches_eager(autocast: bool) -> None:
+    h, w, t, m = inputs(n=96, d=16, v=128)
+    results = []
+    for compiled in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss, per = fused_linear_cross_entropy(h, w, t, m, chunk_rows=40, compiled=compiled)
+        results.append((loss, per, *torch.autograd.grad(loss, (h, w))))
+    tol = dict(rtol=2e-2, atol=2e-3) if autocast else dict(rtol=1e-4, atol=1e-5)
+    for eager, compiled_ in zip(*results):
+        torch.testing.assert_close(compiled_, eager, **tol)

@@ -12,6 +12,8 @@ Under autocast the matmuls run in the autocast dtype; log-softmax and gradient a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 CHUNK_BYTES = 8 << 20
@@ -30,6 +32,31 @@ def _compute_dtype(t: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     return weight.dtype
 
 
+def _chunk_step(
+    hc: torch.Tensor, w: torch.Tensor, tc: torch.Tensor, mc: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One chunk, written for inductor: (token losses, grad of hidden rows, this chunk's grad of weight)."""
+    logp = torch.log_softmax((hc @ w.t()).float(), dim=-1)
+    loss = -logp.gather(1, tc).squeeze(1)
+    p = logp.exp()
+    g = torch.where(torch.arange(p.shape[1], device=p.device) == tc, p - 1.0, p)
+    if mc is not None:
+        loss = loss * mc
+        g = g * mc[:, None]
+    g = g.to(hc.dtype)
+    return loss, g @ w, g.t() @ hc
+
+
+_compiled_chunk_step: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+
+
+def _get_compiled_chunk_step() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    global _compiled_chunk_step
+    if _compiled_chunk_step is None:
+        _compiled_chunk_step = torch.compile(_chunk_step, dynamic=False)
+    return _compiled_chunk_step
+
+
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -40,6 +67,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         mask: torch.Tensor | None,
         chunk_rows: int,
         compute_dtype: torch.dtype,
+        compiled: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(hidden.device.type, enabled=False):
             N = hidden.shape[0]
@@ -49,9 +77,14 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             grad_h = torch.empty_like(h)
             grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
             low_precision = compute_dtype != torch.float32
+            step = _get_compiled_chunk_step() if compiled else None
             for s in range(0, N, chunk_rows):
                 e = min(s + chunk_rows, N)
                 hc, tc = h[s:e], targets[s:e, None]
+                if step is not None:
+                    token_loss[s:e], grad_h[s:e], gw = step(hc, w, tc, None if mask is None else mask[s:e])
+                    grad_w.add_(gw)
+                    continue
                 logp = torch.log_softmax(hc @ w.t(), dim=-1, dtype=torch.float32)
                 loss_c = logp.gather(1, tc).neg_().squeeze(1)
                 g = logp.exp_()  # softmax, in place
@@ -79,7 +112,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         grad_h, grad_w = ctx.saved_tensors  # type: ignore[attr-defined]
         gh = (grad_h * grad_sum.to(grad_h.dtype)).to(ctx.hidden_dtype)  # type: ignore[attr-defined]
         gw = (grad_w * grad_sum).to(ctx.weight_dtype)  # type: ignore[attr-defined]
-        return gh, gw, None, None, None, None
+        return gh, gw, None, None, None, None, None
 
 
 @torch.no_grad()
@@ -102,12 +135,15 @@ def fused_linear_cross_entropy(
     mask: torch.Tensor | None = None,
     *,
     chunk_rows: int | None = None,
+    compiled: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy of `targets` under logits `hidden @ weight.T`, without materialising the logits.
 
     hidden (N, d), weight (V, d), targets (N,) int64, mask (N,) of 0/1 (or bool; None = every row counts).
     Returns (loss_sum: differentiable scalar, token_losses: (N,) float32, detached, 0 where masked).
     Equal to `F.cross_entropy(hidden @ weight.T, targets, reduction="none") * mask` (tested).
+    `compiled=True` runs each chunk through a `torch.compile`d kernel (inductor fuses the softmax,
+    one-hot, mask and casts around the matmuls); worth it when the model is compiled anyway.
     """
     if mask is not None:
         mask = mask.to(torch.float32)
@@ -118,6 +154,6 @@ def fused_linear_cross_entropy(
             tok = _chunked_loss_no_grad(hidden.to(dtype), weight.to(dtype), targets, mask, rows)
         return tok.sum(), tok
     loss_sum, token_loss = _FusedLinearCrossEntropy.apply(
-        hidden, weight, targets, mask, rows, _compute_dtype(hidden, weight)
+        hidden, weight, targets, mask, rows, _compute_dtype(hidden, weight), compiled
     )
     return loss_sum, token_loss

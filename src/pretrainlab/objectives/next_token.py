@@ -13,7 +13,7 @@ from pretrainlab.errors import ConfigError
 from pretrainlab.objectives.base import OBJECTIVES, ObjectiveOutput, unwrap
 from pretrainlab.objectives.fused_ce import fused_linear_cross_entropy
 
-_OPTIONS = {"fused", "chunk_rows", "per_domain", "domains"}
+_OPTIONS = {"fused", "chunk_rows", "compile_head", "per_domain", "domains"}
 
 
 class NextToken:
@@ -21,15 +21,17 @@ class NextToken:
 
     Options: `fused` (default True: chunked head + loss, see fused_ce.py; False: plain
     `F.cross_entropy(model.logits(h))`), `chunk_rows` (rows per fused chunk; default from the vocabulary),
-    `per_domain` (add `loss_sum/<domain>` and `tokens/<domain>` to metrics, from per-row sums),
+    `compile_head` (run the fused chunks through an inductor kernel; default: when the model is
+    `torch.compile`d, i.e. when compilation is paid for anyway), `per_domain` (add `loss_sum/<domain>` and `tokens/<domain>` to metrics, from per-row sums),
     `domains` (names for the batch's domain indices; default the indices).
     """
 
     def __init__(
-        self, *, fused: bool = True, chunk_rows: int | None = None, per_domain: bool = False,
-        domains: list[str] | None = None,
+        self, *, fused: bool = True, chunk_rows: int | None = None, compile_head: bool | None = None,
+        per_domain: bool = False, domains: list[str] | None = None,
     ) -> None:
         self.fused = fused
+        self.compile_head = compile_head
         self.chunk_rows = chunk_rows
         self.per_domain = per_domain
         self.domains = list(domains) if domains is not None else None
@@ -43,7 +45,10 @@ class NextToken:
         h = hidden.reshape(B * T, d)
         if self.fused:
             weight = unwrap(model).output_weight
-            loss_sum, token_loss = fused_linear_cross_entropy(h, weight, targets, flat_mask, chunk_rows=self.chunk_rows)
+            compiled = hasattr(model, "_orig_mod") if self.compile_head is None else self.compile_head
+            loss_sum, token_loss = fused_linear_cross_entropy(
+                h, weight, targets, flat_mask, chunk_rows=self.chunk_rows, compiled=compiled
+            )
         else:
             logits = unwrap(model).logits(h).float()
             token_loss = F.cross_entropy(logits, targets, reduction="none")
@@ -85,6 +90,7 @@ def next_token(options: dict[str, Any]) -> NextToken:
     return NextToken(
         fused=bool(options.get("fused", True)),
         chunk_rows=chunk,
+        compile_head=None if options.get("compile_head") is None else bool(options["compile_head"]),
         per_domain=bool(options.get("per_domain", False)),
         domains=options.get("domains"),
     )
