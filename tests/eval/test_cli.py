@@ -20,8 +20,16 @@ def _train_tiny(cfg: RunConfig) -> Path:
     return Path(cfg.out_dir) / cfg.name
 
 
-@pytest.fixture
-def tiny_run(tiny_prepared: Path, tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(run folder, prepared folder): one tiny run shared by the tests of this file (train once)."""
+    tmp_path = tmp_path_factory.mktemp("tiny_run")
+    rng = np.random.default_rng(0)
+    tiny_prepared = make_prepared(
+        tmp_path / "prepared",
+        train={"alpha": random_docs(rng, 200), "beta": random_docs(rng, 100, 50, 400)},
+        val={"alpha": random_docs(rng, 20), "beta": random_docs(rng, 10, 50, 400)},
+    )
     cfg = RunConfig.model_validate(
         {
             "name": "tiny",
@@ -33,7 +41,17 @@ def tiny_run(tiny_prepared: Path, tmp_path: Path) -> Path:
             "eval": {"max_tokens_per_domain": 500, "batch_size": 4},
         }
     )
-    return _train_tiny(cfg)
+    return _train_tiny(cfg), tiny_prepared
+
+
+@pytest.fixture
+def tiny_run(trained) -> Path:
+    return trained[0]
+
+
+@pytest.fixture
+def tiny_prepared(trained) -> Path:
+    return trained[1]
 
 
 def test_eval_prints_table_and_writes_json(tiny_run, tiny_prepared, capsys):
@@ -67,6 +85,7 @@ def test_eval_refuses_another_tokenizer(tiny_run, tmp_path, capsys):
 def test_eval_errors_for_bad_run_path_and_missing_checkpoints(tiny_run, tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    tiny_run = Path(shutil.copytree(tiny_run, tmp_path / "copy"))
     shutil.rmtree(tiny_run / "checkpoints")
     assert main(["eval", str(tiny_run)]) == 2
     assert "no complete checkpoint" in capsys.readouterr().err
