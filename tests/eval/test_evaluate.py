@@ -1,6 +1,7 @@
 """Validation windows and evaluation numerics: every target once, loss in nats, exact bits-per-byte."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,3 +152,39 @@ def test_no_validation_data_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="no validation tokens"):
         evaluate(Uniform(BYTE_VOCAB), PreparedData(folder), seq_len=8, max_tokens_per_domain=None, batch_size=2,
                  device=CPU, autocast_dtype=None)
+
+
+def _dist_worker(rank: int, world: int, port: int, folder: str, out_dir: str) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    from pretrainlab.train.distributed import DistContext
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        ctx = DistContext(rank=rank, world_size=world)
+        out = evaluate(Bigram(BYTE_VOCAB, seed=6), PreparedData(folder), seq_len=16, max_tokens_per_domain=300,
+                       batch_size=3, device=CPU, autocast_dtype=None, ctx=ctx)
+        (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(out))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_match_one(tiny_prepared, tmp_path):
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_dist_worker, args=(2, port, str(tiny_prepared), str(tmp_path)), nprocs=2, join=True)
+    single = evaluate(Bigram(BYTE_VOCAB, seed=6), PreparedData(tiny_prepared), seq_len=16, max_tokens_per_domain=300,
+                      batch_size=3, device=CPU, autocast_dtype=None)
+    for rank in range(2):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert got.keys() == single.keys()
+        for k, v in single.items():
+            assert got[k] == pytest.approx(v, rel=1e-9), k
