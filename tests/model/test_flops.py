@@ -30,3 +30,20 @@ def test_cpu_peak_is_measured_once_and_plausible() -> None:
     a = peak_flops(torch.device("cpu"), torch.float32)
     assert a == peak_flops("cpu", torch.float32)  # cached
     assert 1e8 < a < 1e14
+
+
+def test_gpu_datasheet_table() -> None:
+    from pretrainlab.model.flops import _gpu_table_peak
+
+    assert _gpu_table_peak("NVIDIA H200", torch.bfloat16) == 989.5e12
+    assert _gpu_table_peak("NVIDIA H100 PCIe", torch.bfloat16) == 756.5e12
+    assert _gpu_table_peak("NVIDIA A100-SXM4-80GB", torch.bfloat16) == 312e12
+    assert _gpu_table_peak("Some Other GPU", torch.bfloat16) is None
+    prev = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert _gpu_table_peak("NVIDIA H100 80GB HBM3", torch.float32) == 66.9e12
+        torch.set_float32_matmul_precision("high")
+        assert _gpu_table_peak("NVIDIA H100 80GB HBM3", torch.float32) == 494.7e12
+    finally:
+        torch.set_float32_matmul_precision(prev)

@@ -67,7 +67,8 @@ def test_per_domain_metrics_sum_to_the_total() -> None:
     assert build_objective("next_token", {})(model(), b).metrics == {}
 
 
-def test_tiny_model_overfits_a_fixed_batch() -> None:
+@pytest.mark.parametrize("bf16", [False, True])
+def test_tiny_model_overfits_a_fixed_batch(bf16: bool) -> None:
     torch.manual_seed(0)
     m = model(vocab=64)
     b = batch(vocab=64)
@@ -75,7 +76,8 @@ def test_tiny_model_overfits_a_fixed_batch() -> None:
     opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
     losses = []
     for _ in range(30):
-        out = objective(m, b)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = objective(m, b)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

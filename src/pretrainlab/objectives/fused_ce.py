@@ -20,9 +20,11 @@ CHUNK_BYTES = 8 << 20
 """Default fp32 logits per chunk (8 MiB, 256 rows at vocab 8192): cache-sized, yet big enough for fast GEMMs."""
 
 
-def default_chunk_rows(vocab_size: int) -> int:
-    """Rows per chunk so that one chunk's fp32 logits take about CHUNK_BYTES (at least 16 rows)."""
-    return max(16, CHUNK_BYTES // (4 * vocab_size))
+def default_chunk_rows(vocab_size: int, compute_dtype: torch.dtype = torch.float32) -> int:
+    """Rows per chunk so that one chunk's fp32 logits take about CHUNK_BYTES (at least 16 rows); twice
+    that in bf16/fp16, whose faster matmuls leave the per-chunk weight-gradient accumulation to amortise."""
+    rows = max(16, CHUNK_BYTES // (4 * vocab_size))
+    return rows if compute_dtype == torch.float32 else 2 * rows
 
 
 def _compute_dtype(t: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
@@ -147,13 +149,13 @@ def fused_linear_cross_entropy(
     """
     if mask is not None:
         mask = mask.to(torch.float32)
-    rows = chunk_rows or default_chunk_rows(weight.shape[0])
+    dtype = _compute_dtype(hidden, weight)
+    rows = chunk_rows or default_chunk_rows(weight.shape[0], dtype)
     if not (torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)):
-        dtype = _compute_dtype(hidden, weight)
         with torch.autocast(hidden.device.type, enabled=False):
             tok = _chunked_loss_no_grad(hidden.to(dtype), weight.to(dtype), targets, mask, rows)
         return tok.sum(), tok
     loss_sum, token_loss = _FusedLinearCrossEntropy.apply(
-        hidden, weight, targets, mask, rows, _compute_dtype(hidden, weight), compiled
+        hidden, weight, targets, mask, rows, dtype, compiled
     )
     return loss_sum, token_loss
