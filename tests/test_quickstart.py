@@ -57,3 +57,24 @@ def test_quickstart_without_validation_files_is_a_clear_error(tmp_path, capsys):
     args = [o for o in TINY if not o.startswith("prepare.validation")] + ["prepare.validation.fraction=0.0"]
     assert main(["quickstart", "--out", str(tmp_path / "qs"), "--minutes", "0.01", *args]) == 2
     assert "no validation documents" in capsys.readouterr().err
+
+
+def test_thread_probe_keeps_the_faster_setting(tiny_prepared):
+    import torch
+
+    from pretrainlab.config import RunConfig
+    from pretrainlab.quickstart import plan_threads
+
+    before = torch.get_num_threads()
+    cfg = RunConfig.model_validate({"data": {"path": str(tiny_prepared), "seq_len": 16},
+                                    "model": {"n_layers": 1, "d_model": 16, "n_heads": 2},
+                                    "train": {"global_batch_tokens": 64, "micro_batch_size": 4}})
+    data = PreparedData(tiny_prepared)
+    try:
+        threads, step_s, timings = plan_threads(cfg, data, max_seconds=1.0)
+        assert timings[threads] == step_s == min(timings.values()) and 1 in timings
+        assert torch.get_num_threads() == threads
+        pinned = cfg.model_copy(update={"train": cfg.train.model_copy(update={"threads": 1})})
+        assert plan_threads(pinned, data, max_seconds=1.0)[0] == 1
+    finally:
+        torch.set_num_threads(before)

@@ -116,10 +116,13 @@ def plan_threads(cfg: RunConfig, data: Any, *, max_seconds: float) -> tuple[int,
 
     On a machine shared with other busy processes, intra-op parallelism can be several times slower than
     a single thread (each parallel region waits for its slowest, descheduled thread), while on an idle
-    machine all cores win; measuring both settles it. An explicit `train.threads` is only timed.
+    machine all cores win; measuring both settles it. An explicit `train.threads` (or an accelerator,
+    where CPU threads hardly matter) is only timed.
     """
-    if cfg.train.threads is not None:
-        n = cfg.train.threads
+    from pretrainlab.train.distributed import resolve_device
+
+    if cfg.train.threads is not None or resolve_device(cfg.device).type != "cpu":
+        n = cfg.train.threads or torch.get_num_threads()
         t = measure_step_seconds(cfg, data, threads=n, max_seconds=max_seconds)
         return n, t, {n: t}
     all_threads = torch.get_num_threads()
