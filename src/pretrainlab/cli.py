@@ -7,6 +7,7 @@ User errors (`PretrainlabError`) print one message without a traceback and exit 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -103,13 +104,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return int(func(args) or 0)
+        code = int(func(args) or 0)
     except PretrainlabError as e:
         print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        code = e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    if _launched_by_torchrun():
+        # Every output is written and closed by now. Interpreter teardown with the gloo/FSDP background
+        # threads of torch.distributed still alive can abort the process ("terminate called without an
+        # active exception") after a successful run; leave without running C++ static destructors.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "TORCHELASTIC_RUN_ID" in os.environ
 
 
 if __name__ == "__main__":
