@@ -101,3 +101,17 @@ def test_works_through_a_compile_wrapper_attribute_path() -> None:
     assert unwrap(Wrapper(m)) is m
     a = build_objective("next_token", {})(Wrapper(m), batch()).loss
     torch.testing.assert_close(a, build_objective("next_token", {})(m, batch()).loss)
+
+
+@pytest.mark.parametrize(("vocab", "expect_fused"), [(97, False), (1024, True)])
+def test_fused_head_is_chosen_by_vocabulary_size(monkeypatch, vocab: int, expect_fused: bool) -> None:
+    import pretrainlab.objectives.next_token as nt
+
+    calls = []
+    real = nt.fused_linear_cross_entropy
+    monkeypatch.setattr(nt, "fused_linear_cross_entropy", lambda *a, **k: calls.append(1) or real(*a, **k))
+    build_objective("next_token", {})(model(vocab), batch(vocab=vocab))
+    assert bool(calls) is expect_fused
+    calls.clear()
+    build_objective("next_token", {"fused": True})(model(vocab), batch(vocab=vocab))
+    assert calls, "an explicit fused=true is always honoured"

@@ -14,20 +14,23 @@ from pretrainlab.objectives.base import OBJECTIVES, ObjectiveOutput, unwrap
 from pretrainlab.objectives.fused_ce import fused_linear_cross_entropy
 
 _OPTIONS = {"fused", "chunk_rows", "compile_head", "per_domain", "domains"}
+# Below this vocabulary the logits are cheap and the chunk loop costs more than it saves
+# (benchmarks/bench_step.py, preset a, vocabulary 65: plain 1.01x the reference, fused 0.99x).
+FUSED_MIN_VOCAB = 1024
 
 
 class NextToken:
     """Mean cross-entropy over `batch.targets`, counting only `batch.target_mask` positions when present.
 
-    Options: `fused` (default True: chunked head + loss, see fused_ce.py; False: plain
-    `F.cross_entropy(model.logits(h))`), `chunk_rows` (rows per fused chunk; default from the vocabulary),
+    Options: `fused` (True: chunked head + loss, see fused_ce.py; False: plain
+    `F.cross_entropy(model.logits(h))`; default: fused from a vocabulary of FUSED_MIN_VOCAB up), `chunk_rows` (rows per fused chunk; default from the vocabulary),
     `compile_head` (run the fused chunks through an inductor kernel; default: when the model is
     `torch.compile`d, i.e. when compilation is paid for anyway), `per_domain` (add `loss_sum/<domain>` and `tokens/<domain>` to metrics, from per-row sums),
     `domains` (names for the batch's domain indices; default the indices).
     """
 
     def __init__(
-        self, *, fused: bool = True, chunk_rows: int | None = None, compile_head: bool | None = None,
+        self, *, fused: bool | None = None, chunk_rows: int | None = None, compile_head: bool | None = None,
         per_domain: bool = False, domains: list[str] | None = None,
     ) -> None:
         self.fused = fused
@@ -43,8 +46,8 @@ class NextToken:
         mask = batch.target_mask
         flat_mask = None if mask is None else mask.reshape(-1)
         h = hidden.reshape(B * T, d)
-        if self.fused:
-            weight = unwrap(model).output_weight
+        weight = unwrap(model).output_weight
+        if self.fused if self.fused is not None else weight.shape[0] >= FUSED_MIN_VOCAB:
             compiled = hasattr(model, "_orig_mod") if self.compile_head is None else self.compile_head
             loss_sum, token_loss = fused_linear_cross_entropy(
                 h, weight, targets, flat_mask, chunk_rows=self.chunk_rows, compiled=compiled
@@ -88,7 +91,7 @@ def next_token(options: dict[str, Any]) -> NextToken:
     if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
         raise ConfigError(f"objective_options.chunk_rows={chunk!r} must be a positive integer")
     return NextToken(
-        fused=bool(options.get("fused", True)),
+        fused=None if options.get("fused") is None else bool(options["fused"]),
         chunk_rows=chunk,
         compile_head=None if options.get("compile_head") is None else bool(options["compile_head"]),
         per_domain=bool(options.get("per_domain", False)),
