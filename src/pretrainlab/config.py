@@ -231,7 +231,11 @@ class TrainConfig(StrictModel):
     micro_batch_size: int = Field(default=16, ge=1, description="Rows per forward pass per process.")
     grad_clip: float | None = Field(default=1.0, gt=0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    compile: bool = False
+    compile: bool | Literal["auto"] = Field(
+        default="auto",
+        description="torch.compile the model; auto: on GPUs, and on CPUs for runs long enough to earn back "
+        "the compile time (see train/compile_choice.py); never in deterministic mode.",
+    )
     deterministic: bool = False
     log_every: int = Field(default=10, ge=1)
     checkpoint_every: int | None = Field(default=None, ge=1)

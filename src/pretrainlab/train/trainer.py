@@ -28,6 +28,7 @@ from pretrainlab.errors import DataError
 from pretrainlab.optim import build_optimizer, build_schedule, check_optimizer, check_schedule
 from pretrainlab.train.batch_plan import plan_batches
 from pretrainlab.train.callbacks import Callback, StepInfo, build_callbacks
+from pretrainlab.train.compile_choice import choose_compile
 from pretrainlab.train.distributed import DistContext
 from pretrainlab.train.metrics import MetricsWriter, ProgressDisplay, ThroughputMeter, read_metrics
 from pretrainlab.train.precision import autocast, autocast_dtype, precision_name
@@ -85,11 +86,18 @@ class Trainer:
         model = build_model(self.model_cfg)
         self.wrapped = wrap_model(model, self.ctx)
         self.module = unwrap_model(self.wrapped)
-        self.model = torch.compile(self.wrapped) if cfg.train.compile else self.wrapped
         self.optimizer = build_optimizer(self.module, cfg.optim)
         self.lr_multiplier = build_schedule(cfg.schedule, cfg.train.steps)
         self.param_counts = count_parameters(self.module, self.model_cfg)
         self.flops_per_token = float(flops_per_token(self.model_cfg, cfg.data.seq_len))
+        self.compiled, self.compile_reason = choose_compile(
+            cfg.train.compile,
+            device=self.device,
+            deterministic=cfg.train.deterministic,
+            total_flops=self.flops_per_token * self.plan.tokens_per_step * cfg.train.steps,
+            peak_flops=self._peak_flops() if cfg.train.compile == "auto" else None,
+        )
+        self.model = torch.compile(self.wrapped) if self.compiled else self.wrapped
 
         self.step = 0
         self.tokens = 0
@@ -418,7 +426,7 @@ class Trainer:
             f"batch        {p.tokens_per_step:,} tokens/step = {p.global_rows} rows x {p.seq_len}; "
             f"micro-batch {p.micro_batch_size} x {p.accum_steps} accumulation step(s) x {p.world_size} process(es)",
             f"precision    {precision_name(self.autocast_dtype)} on {self.device}"
-            + (" (compiled)" if self.cfg.train.compile else "")
+            + f", {'compiled' if self.compiled else 'eager'} ({self.compile_reason})"
             + (", deterministic" if self.cfg.train.deterministic else ""),
             f"schedule     {self.cfg.schedule.name}, lr {self.cfg.optim.lr:g}, {self.cfg.train.steps} steps"
             + (f" (resuming at step {self.step})" if self.step else ""),
