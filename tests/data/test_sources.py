@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import sys
 import random
 import zipfile
 from pathlib import Path
@@ -153,8 +154,8 @@ def test_hf_disk_source(tmp_path):
     assert src.records
 
 
-@pytest.mark.skipif(importlib.util.find_spec("datasets") is not None, reason="`datasets` is installed")
-def test_hf_disk_without_datasets_says_what_to_install(tmp_path):
+def test_hf_disk_without_datasets_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if it were not installed: import fails
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "dataset_info.json").write_text(json.dumps({}))
     src = open_source(HFDiskSource(domain="h", path=str(tmp_path / "ds")), 0)
