@@ -78,3 +78,12 @@ def test_thread_probe_keeps_the_faster_setting(tiny_prepared):
         assert plan_threads(pinned, data, max_seconds=1.0)[0] == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_gzip_verdict_names_the_stronger_gzip_figure():
+    from pretrainlab.quickstart import gzip_verdict
+
+    figures = {"gzip_per_document_bpb": 2.23, "gzip_concatenated_bpb": 2.11}
+    assert gzip_verdict({"val_bpb": 1.5, **figures}).startswith("the model beats gzip -9 (1.500 vs 2.110")
+    assert "but not on the files concatenated" in gzip_verdict({"val_bpb": 2.15, **figures})
+    assert "does not beat" in gzip_verdict({"val_bpb": 2.5, **figures})
