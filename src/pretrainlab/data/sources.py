@@ -167,6 +167,7 @@ def split_documents(chunks: Iterable[str], mode: DocumentSplit, separator: str) 
     buf = ""
     pending: list[str] = []  # chunks of a long document with no separator yet (joined once, not per chunk)
     tail = ""  # the end of the text held back, where a separator split across chunks would start
+    scan_from = 0  # blank_lines: `buf` before this holds no blank-line run (a run is whitespace only)
     for chunk in chunks:
         if mode != "blank_lines" and sep not in tail + chunk:
             pending.append(chunk)
@@ -176,12 +177,14 @@ def split_documents(chunks: Iterable[str], mode: DocumentSplit, separator: str) 
         pending = []
         if mode == "blank_lines":
             start = 0
-            for m in _BLANK_LINES.finditer(buf):
+            for m in _BLANK_LINES.finditer(buf, scan_from):
                 if _NON_SPACE.search(buf, m.end()) is None:  # the blank run may go on in the next chunk
                     break
                 yield buf[start : m.start()]
                 start = m.end()
             buf = buf[start:]
+            # Rescan only from the trailing whitespace on: a long paragraph is scanned once, not per chunk.
+            scan_from = len(buf.rstrip())
         else:
             pieces = buf.split(sep)
             buf = pieces.pop()
