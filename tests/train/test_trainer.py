@@ -191,3 +191,15 @@ def test_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     assert precision.autocast_dtype("auto", cpu) is None
     with pytest.raises(ConfigError, match="train.precision"):
         precision.autocast_dtype("fp8", cpu)
+
+
+def test_per_domain_training_loss_is_logged_by_domain_name(tmp_path: Path, tiny_prepared: Path) -> None:
+    cfg = tiny_run_config(tmp_path / "runs", tiny_prepared, train={"steps": 2, "log_every": 1})
+    cfg = cfg.model_copy(update={"objective_options": {"per_domain": True}})
+    Trainer(cfg).fit()
+    rows = [r for r in read_metrics(tmp_path / "runs" / "tiny" / "metrics.jsonl") if "lr" in r]
+    for r in rows:
+        per_domain = {k: v for k, v in r.items() if k.startswith("loss/")}
+        assert per_domain and set(per_domain) <= {"loss/alpha", "loss/beta"}
+        assert not any(k.startswith(("loss_sum/", "tokens/")) for k in r)
+        assert min(per_domain.values()) <= r["loss"] <= max(per_domain.values())

@@ -230,7 +230,8 @@ class Trainer:
         self.tokens += self.plan.tokens_per_step
         self.meter.add(self.plan.tokens_per_step)
         self._step_metrics = {
-            "step": self.step, "tokens": self.tokens, "loss": loss, "lr": info.lr, "grad_norm": grad_norm, **extra
+            "step": self.step, "tokens": self.tokens, "loss": loss, "lr": info.lr, "grad_norm": grad_norm,
+            **_per_domain_means(extra, self.loader.domains),
         }
         if not apply:
             self._step_metrics["skipped"] = True
@@ -511,3 +512,21 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _per_domain_means(extra: dict[str, float], domains: list[str]) -> dict[str, float]:
+    """Objective sums `loss_sum/<d>` and `tokens/<d>` (d a domain index or name) become `loss/<domain name>`,
+    the mean training loss of that domain's rows in this step (this process's rows); other keys pass through."""
+    out: dict[str, float] = {}
+    for key, value in extra.items():
+        if key.startswith("tokens/"):
+            continue
+        if key.startswith("loss_sum/"):
+            d = key.split("/", 1)[1]
+            n = extra.get(f"tokens/{d}", 0.0)
+            name = domains[int(d)] if d.isdigit() and int(d) < len(domains) else d
+            if n > 0:
+                out[f"loss/{name}"] = value / n
+            continue
+        out[key] = value
+    return out
