@@ -322,8 +322,10 @@ def test_bad_weights_are_refused(mixed: PreparedData, weights: dict, match: str)
 
 def test_domain_too_small_for_a_window_is_named(mixed: PreparedData) -> None:
     with pytest.raises(DataError, match="'small' is too small"):
-        TokenLoader(mixed, seq_len=512, global_rows=2, seed=0)
-    # With weight 0 it is simply left out.
+        TokenLoader(mixed, seq_len=512, global_rows=2, seed=0, weights={"big": 1, "small": 1})
+    # Default weights (by tokens) leave it out, as does an explicit weight 0.
+    default = TokenLoader(mixed, seq_len=512, global_rows=2, seed=0)
+    assert default.weights["small"] == 0.0 and default.weights["big"] > 0
     loader = TokenLoader(mixed, seq_len=512, global_rows=2, seed=0, weights={"big": 1, "mid": 1, "small": 0})
     assert loader.next_batch().tokens.shape == (2, 513)
     with pytest.raises(DataError, match="'small'"):

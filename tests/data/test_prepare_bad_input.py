@@ -143,3 +143,35 @@ def test_existing_output_is_refused(tmp_path, capsys):
     assert rc == 2 and f"{tmp_path / 'out'}' already exists" in err and "overwrite=true" in err
     rc, _ = run(tmp_path, capsys, [text_source(tmp_path / "a.txt")], "overwrite=true")
     assert rc == 0 and PreparedData(tmp_path / "out").domains == ["d"]
+
+
+def test_output_inside_a_source_folder_is_refused_and_nothing_is_deleted(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("alpha text\n")
+    rc, err = run(tmp_path, capsys, [text_source(corpus)], output=str(corpus), overwrite=True)
+    assert rc == 2 and "not a prepared-data folder" in err
+    assert (corpus / "a.txt").read_text() == "alpha text\n"
+    # A first prepare into a subfolder works; the second would read its own output as data: refused.
+    assert run(tmp_path, capsys, [text_source(corpus)], output=str(corpus / "prep"))[0] == 0
+    rc, err = run(tmp_path, capsys, [text_source(corpus)], output=str(corpus / "prep"), overwrite=True)
+    assert rc == 2 and "inside the output folder" in err
+    assert (corpus / "a.txt").exists() and PreparedData(corpus / "prep")
+
+
+def test_lone_surrogate_in_jsonl_is_replaced_and_counted(tmp_path, capsys):
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"text": "hello \\ud800 world"}\n{"text": "fine"}\n')
+    rc, err = run(tmp_path, capsys, [{"type": "jsonl", "domain": "d", "paths": [str(path)]}])
+    assert rc == 0 and "s.jsonl" in err and "invalid UTF-8" in err
+    data = PreparedData(tmp_path / "out")
+    assert data.manifest["domains"]["d"]["train"]["documents"] + data.manifest["domains"]["d"]["val"]["documents"] == 2
+
+
+def test_utf8_bom_does_not_cost_the_first_jsonl_line(tmp_path, capsys):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"text": "first"}\n{"text": "second"}\n')
+    rc, err = run(tmp_path, capsys, [{"type": "jsonl", "domain": "d", "paths": [str(path)]}, ], strict=True)
+    assert rc == 0, err
+    entry = PreparedData(tmp_path / "out").manifest["domains"]["d"]
+    assert entry["train"]["documents"] + entry["val"]["documents"] == 2 and entry["bad_lines"] == 0

@@ -161,3 +161,23 @@ def test_hf_disk_without_datasets_says_what_to_install(tmp_path, monkeypatch):
     src = open_source(HFDiskSource(domain="h", path=str(tmp_path / "ds")), 0)
     with pytest.raises(DataError, match=r"pip install pretrainlab\[datasets\]"):
         texts(src)
+
+
+def test_zip_skips_macos_resource_forks_and_hidden_members(tmp_path):
+    import zipfile
+
+    from pretrainlab.config import ZipSource
+
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("docs/one.txt", "one")
+        z.writestr("__MACOSX/docs/._one.txt", b"\x00\x05\x16\x07binary")
+        z.writestr("docs/.hidden.txt", "hidden")
+    src = open_source(ZipSource(domain="z", paths=[str(path)]), 0)
+    assert texts(src) == ["one"]
+
+
+def test_blank_lines_split_handles_crlf():
+    from pretrainlab.data.sources import split_documents
+
+    assert list(split_documents(iter(["a\r\n\r\nb\r\n\r\nc\r\n"]), "blank_lines", "")) == ["a", "b", "c"]

@@ -119,3 +119,14 @@ def test_encode_batch_returns_integer_arrays():
         out = tok.encode_batch(["a b", ""])
         assert all(isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.integer) for x in out)
         assert out[1].size == 0
+
+
+def test_special_token_text_inside_a_document_is_not_a_special_id(tmp_path):
+    tok = bpe()
+    ids = tok.encode("a <|endoftext|> b <|pad|> c")
+    assert tok.eot_id not in ids and tok.pad_id not in ids
+    assert tok.decode(ids) == "a <|endoftext|> b <|pad|> c"
+    tok.save(tmp_path)
+    again = TextTokenizer.from_file(tmp_path / "tokenizer.json")
+    assert again.encode("x<|endoftext|>y") == tok.encode("x<|endoftext|>y")
+    assert again.eot_id not in again.encode("x<|endoftext|>y")

@@ -76,7 +76,8 @@ class TokenLoader:
 
         if weights is None:
             where = f"default weights (proportional to {split} tokens)"
-            weights = {d: float(n) for d, n in data.domain_tokens(split).items()}
+            # A domain too small for one row gets 0 here; only weights the user gave make that an error.
+            weights = {d: float(n) if self._usable[d] else 0.0 for d, n in data.domain_tokens(split).items()}
         else:
             where = "data.weights"
         self._probs = normalise_weights(weights, self.domains, usable=self._usable, where=where)

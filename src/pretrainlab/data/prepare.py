@@ -11,6 +11,7 @@ when complete: an interrupted prepare never leaves a folder that looks finished.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import queue
@@ -52,8 +53,15 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> Path:
             f"the output folder {str(output)!r} already exists",
             hint="choose another output, or set overwrite=true to replace it once the new data is complete",
         )
+    if _exists(output) and not _is_replaceable(output):
+        raise DataError(
+            f"the output folder {str(output)!r} exists and is not a prepared-data folder (no manifest.json); "
+            "refusing to replace it even with overwrite=true",
+            hint="choose another output folder",
+        )
     _remove_stale_temps(output)
     sources = [open_source(s, i) for i, s in enumerate(cfg.sources)]
+    _refuse_output_among_sources(output, sources)
     splitter = ValidationSplit(cfg.validation)
     tmp = output.parent / f"{output.name}.tmp-{os.getpid()}"
     if _exists(tmp):
@@ -90,6 +98,7 @@ def _kept_documents(
         if not doc.text.strip():
             diag.empty_document(source.domain)
             continue
+        doc = _without_surrogates(doc, source.domain, diag)
         yield doc, splitter.is_val(source.domain, doc.file, doc.index)
         kept += 1
         if limit is not None and kept >= limit:
@@ -327,6 +336,38 @@ def _warn_about_split(cfg: PrepareConfig, manifest: dict[str, Any], splitter: Va
                 )
 
 
+def _without_surrogates(doc: Document, domain: str, diag: Diagnostics) -> Document:
+    """Lone surrogates (JSON allows `"\\ud800"`) cannot be encoded as UTF-8: replace them with U+FFFD
+    and count them as invalid UTF-8, like undecodable bytes in a text file."""
+    try:
+        doc.text.encode("utf-8")
+        return doc
+    except UnicodeEncodeError:
+        fixed = doc.text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        bad = sum(1 for a, b in zip(doc.text, fixed) if a != b)
+        diag.invalid_utf8(domain, doc.file.display, bad, 1)
+        return Document(fixed, doc.file, doc.index)
+
+
+def _is_replaceable(output: Path) -> bool:
+    """Only an earlier prepare's output (or an empty folder) may be replaced by overwrite=true."""
+    if output.is_dir() and not output.is_symlink():
+        return (output / "manifest.json").is_file() or not any(output.iterdir())
+    return False
+
+
+def _refuse_output_among_sources(output: Path, sources: list[Source]) -> None:
+    """An output folder holding source files would be read as data, and replacing it would delete them."""
+    out = output.resolve()
+    for source in sources:
+        for ref in source.files:
+            if ref.path is not None and (ref.path.resolve() == out or out in ref.path.resolve().parents):
+                raise DataError(
+                    f"{source.describe()} reads {ref.display}, which is inside the output folder {str(output)!r}",
+                    hint="write the output outside the source folders (or exclude it from the source globs)",
+                )
+
+
 def _exists(p: Path) -> bool:
     return p.exists() or p.is_symlink()
 
@@ -349,12 +390,12 @@ def _remove_stale_temps(output: Path) -> None:
     parent = output.parent
     if not parent.is_dir():
         return
-    for p in parent.glob(f"{output.name}.tmp-*"):
+    for p in parent.glob(f"{glob.escape(output.name)}.tmp-*"):
         suffix = p.name.rsplit("-", 1)[-1]
         if suffix.isdigit() and not _pid_alive(int(suffix)):
             _remove(p)
     if _exists(output):  # a replaced folder left by a kill between the two renames of `_publish`
-        for p in parent.glob(f"{output.name}.old-*"):
+        for p in parent.glob(f"{glob.escape(output.name)}.old-*"):
             suffix = p.name.rsplit("-", 1)[-1]
             if suffix.isdigit() and not _pid_alive(int(suffix)):
                 _remove(p)

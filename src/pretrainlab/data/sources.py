@@ -151,7 +151,7 @@ def _open_binary(path: Path, display: str) -> IO[bytes]:
 # Splitting a stream of text into documents
 # ---------------------------------------------------------------------------------------------
 
-_BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+")
+_BLANK_LINES = re.compile(r"\r?\n(?:[^\S\n]*\n)+")
 _NON_SPACE = re.compile(r"\S")
 
 
@@ -378,6 +378,8 @@ class JsonlFilesSource(Source):
                     h.update(raw)
                     n_bytes += len(raw)
                     line, errors = decode_utf8(raw)
+                    if lineno == 1:
+                        line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark
                     if not line.strip():
                         continue
                     text = self._text_of(line, ref, lineno, diag)
@@ -446,6 +448,11 @@ class ParquetFilesSource(Source):
             self.records.append(record)
 
 
+def _is_junk_member(name: str) -> bool:
+    """macOS resource forks (`__MACOSX/`) and hidden files, as folders sources skip hidden files."""
+    return any(part == "__MACOSX" or part.startswith(".") for part in name.split("/"))
+
+
 class ZipArchivesSource(Source):
     def __init__(self, cfg: ZipSource, index: int) -> None:
         super().__init__(cfg, index)
@@ -463,7 +470,9 @@ class ZipArchivesSource(Source):
                 raise DataError(f"{ref.display}: not a readable zip archive ({e})", hint="check the file") from None
             with archive:
                 names = sorted(
-                    i.filename for i in archive.infolist() if not i.is_dir() and fnmatch.fnmatchcase(i.filename, self.members)
+                    i.filename
+                    for i in archive.infolist()
+                    if not i.is_dir() and fnmatch.fnmatchcase(i.filename, self.members) and not _is_junk_member(i.filename)
                 )
                 for name in names:
                     member = FileRef(display=f"{ref.display}/{name}", rel=f"{ref.rel}/{name}", path=None)

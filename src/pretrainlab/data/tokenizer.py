@@ -41,6 +41,10 @@ class TextTokenizer:
         self.origin = origin  # names the tokenizer in error messages
         self._backend = backend
         self._json = backend.to_str(pretty=True) if backend is not None else ""
+        if backend is not None:
+            # A document that spells out "<|endoftext|>" or "<|pad|>" gets ordinary byte tokens: only the
+            # pipeline itself places end-of-text ids (one per document) and padding.
+            backend.encode_special_tokens = True
 
     # -- construction ------------------------------------------------------------------------
 
