@@ -224,3 +224,23 @@ def test_fsdp_checkpoints_cross_world_sizes(tmp_path: Path) -> None:
     ckpt_fsdp = tmp_path / "fsdp" / "checkpoints" / "step-5"
     resumed = _run_worker(tmp_path, "resumed", "none", 1, resume=str(ckpt_fsdp), save_at=0)
     assert resumed == pytest.approx(single[5:], rel=1e-5)
+
+
+def test_no_sync_reaches_ddp_inside_a_compiled_wrapper(tmp_path: Path) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from pretrainlab.train.distributed import DistContext, no_sync
+
+    if not dist.is_gloo_available():
+        pytest.skip("gloo unavailable")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ddp = DistributedDataParallel(nn.Linear(4, 4))
+        ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), parallel="ddp")
+        for model in (ddp, torch.compile(ddp)):  # compiling wraps the DDP module; nothing is run here
+            with no_sync(model, ctx, enabled=True):
+                assert ddp.require_backward_grad_sync is False
+            assert ddp.require_backward_grad_sync is True
+    finally:
+        dist.destroy_process_group()

@@ -107,10 +107,12 @@ def _check_same_tokenizer(run_data: PreparedData | None, eval_data: PreparedData
                 f"tokenizer.path={run_data.path / 'tokenizer.json'})",
             )
         return
-    # The run's own folder is gone: the embedding size is the one check left.
-    sizes = {int(v.shape[0]) for k, v in state.items() if k.endswith("weight") and v.dim() == 2}
-    if eval_data.vocab_size not in sizes:
+    # The run's own folder is gone: the embedding size is the one check left (a model may have more rows
+    # than its tokenizer has tokens, never fewer).
+    rows = int(state["embed.weight"].shape[0]) if "embed.weight" in state else None
+    if rows is not None and eval_data.vocab_size > rows:
         raise DataError(
-            f"{eval_data.path} has a vocabulary of {eval_data.vocab_size}, which the checkpoint's model does not",
+            f"{eval_data.path} has a vocabulary of {eval_data.vocab_size}, more than the checkpoint's model "
+            f"embeds ({rows})",
             hint="evaluate on data prepared with the run's tokenizer",
         )

@@ -212,7 +212,9 @@ def no_sync(model: nn.Module, ctx: DistContext, enabled: bool) -> Iterator[None]
     """
     from torch.nn.parallel import DistributedDataParallel
 
-    if enabled and isinstance(model, DistributedDataParallel):
+    inner = getattr(model, "_orig_mod", model)  # torch.compile wraps the DDP module
+    if enabled and isinstance(inner, DistributedDataParallel):
+        model = inner
         with model.no_sync():
             yield
     else:

@@ -17,9 +17,12 @@ def train_from_cli(config_path: str, overrides: list[str], resume: bool = False)
 
     cfg = load_config(RunConfig, config_path, overrides)
     ctx = init_distributed(cfg.parallel, cfg.device)
+    finished = False
     try:
         trainer = Trainer(cfg, resume=resume, ctx=ctx)
         trainer.fit()
+        finished = True
         return trainer.exit_code
     finally:
-        shutdown(ctx)
+        # After an error on one rank the others may never reach a barrier: tear down without waiting.
+        shutdown(ctx, wait=finished)
