@@ -17,10 +17,10 @@ import re
 import sysconfig
 import threading
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from pretrainlab.config import (
     DocumentSplit,
@@ -134,6 +134,22 @@ def hash_file(path: Path, display: str) -> FileRecord:
             h.update(data)
             n += len(data)
     return FileRecord(display, h.hexdigest(), n)
+
+
+T = TypeVar("T")
+
+
+def _hash_and_open(
+    ref: FileRef, opener: Callable[[Path], T], what: str, errors: tuple[type[BaseException], ...]
+) -> tuple[FileRecord, T]:
+    """Hash a file read by a library that does not stream sequentially, then open it with `opener`;
+    a file the library cannot read is one DataError naming it."""
+    assert ref.path is not None
+    record = hash_file(ref.path, ref.display)
+    try:
+        return record, opener(ref.path)
+    except errors as e:
+        raise DataError(f"{ref.display}: not a readable {what} ({e})", hint="check the file") from None
 
 
 def _open_binary(path: Path, display: str) -> IO[bytes]:
@@ -424,12 +440,8 @@ class ParquetFilesSource(Source):
 
         self.records = []
         for ref in self.files:
-            assert ref.path is not None
-            record = hash_file(ref.path, ref.display)
-            try:
-                pf = pq.ParquetFile(ref.path)
-            except Exception as e:  # pyarrow raises ArrowInvalid / OSError for non-Parquet input
-                raise DataError(f"{ref.display}: not a readable Parquet file ({e})", hint="check the file") from None
+            # pyarrow raises ArrowInvalid / OSError for non-Parquet input
+            record, pf = _hash_and_open(ref, pq.ParquetFile, "Parquet file", (Exception,))
             columns = pf.schema_arrow.names
             if self.text_field not in columns:
                 raise DataError(
@@ -462,12 +474,7 @@ class ZipArchivesSource(Source):
     def documents(self, diag: Diagnostics) -> Iterator[Document]:
         self.records = []
         for ref in self.files:
-            assert ref.path is not None
-            record = hash_file(ref.path, ref.display)
-            try:
-                archive = zipfile.ZipFile(ref.path)
-            except (zipfile.BadZipFile, OSError) as e:
-                raise DataError(f"{ref.display}: not a readable zip archive ({e})", hint="check the file") from None
+            record, archive = _hash_and_open(ref, zipfile.ZipFile, "zip archive", (zipfile.BadZipFile, OSError))
             with archive:
                 names = sorted(
                     i.filename
