@@ -7,6 +7,7 @@ User errors (`PretrainlabError`) print one message without a traceback and exit 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -58,7 +59,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pretrainlab",
-        description="Language-model pre-training research: prepare data, train, evaluate, sample.",
+        description="Language-model pre-training research: prepare data, train, evaluate, sample, and find which recipe wins (sweep, fit, ensemble, synthesize, report, replicate).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -96,7 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides of the run config")
     p.set_defaults(func=_cmd_quickstart)
 
+    for module in _SCIENCE_COMMANDS:
+        importlib.import_module(module).register(sub)
     return parser
+
+
+# Subcommands that live beside their implementation; each module imports only argparse at the top.
+_SCIENCE_COMMANDS = (
+    "pretrainlab.science.sweep_cli",
+    "pretrainlab.science.fit_cli",
+    "pretrainlab.science.ensemble_cli",
+    "pretrainlab.science.synthesize_cli",
+    "pretrainlab.science.report_cli",
+    "pretrainlab.science.replicate_cli",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

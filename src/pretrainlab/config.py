@@ -257,6 +257,28 @@ class CallbackConfig(StrictModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class TeacherConfig(StrictModel):
+    """A frozen teacher for objectives that learn from one (e.g. `objective=distill`).
+
+    `runs` are run folders (or folders holding an `ensemble.json` written by `pretrainlab ensemble`);
+    several form an ensemble whose members' predictions are combined by `combine`: the mean of the
+    logits (as Kim et al. 2025 ensemble) or the mean of the probabilities. On the command line
+    `teacher=RUN` and `teacher=[RUN_A, RUN_B]` are shorthands for `teacher.runs`.
+    """
+
+    runs: list[str] = Field(min_length=1, description="Teacher run folders; several form an ensemble.")
+    combine: Literal["logits", "probs"] = "logits"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"runs": [value]}
+        if isinstance(value, list):
+            return {"runs": value}
+        return value
+
+
 class RunConfig(StrictModel):
     """Root config of `pretrainlab train`: everything needed to rerun a run exactly."""
 
@@ -275,6 +297,9 @@ class RunConfig(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     callbacks: list[CallbackConfig] = Field(default_factory=list)
+    teacher: TeacherConfig | None = Field(
+        default=None, description="A frozen teacher (run folders) for objectives that need one, e.g. distill."
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,6 +30,13 @@ class ObjectiveOutput:
 
 
 class Objective(Protocol):
+    """`objective(model, batch) -> ObjectiveOutput`.
+
+    An objective may also define `bind(trainer)`: the trainer calls it once, after the config, data and
+    device are known and before the run folder or the model exist, so an objective that needs more than
+    a batch (a teacher, a tokenizer) loads it there and raises ConfigError early when it cannot.
+    """
+
     def __call__(self, model: nn.Module, batch: Batch) -> ObjectiveOutput: ...
 
 

@@ -76,6 +76,9 @@ class Trainer:
         )
         self._has_val = any(self.data.shard(d, "val").n_tokens > 1 for d in self.data.domains)
         self.autocast_dtype = autocast_dtype(cfg.train.precision, self.device)
+        bind = getattr(self.objective, "bind", None)
+        if callable(bind):  # objectives that need more than a batch (e.g. a teacher) set up here
+            bind(self)
         self.run_dir = Path(cfg.out_dir) / cfg.name
         if self.is_main:
             prepare_run_dir(cfg, resume=resume)
@@ -285,6 +288,9 @@ class Trainer:
         }
         final.update(self._evaluate() or {})
         final.update({"step": self.step, "tokens": self.tokens, "wall_s": round(self.elapsed_s, 3)})
+        final.update({"params": self.param_counts["params"],
+                      "params_non_embedding": self.param_counts["params_non_embedding"],
+                      "flops_per_token": self.flops_per_token})
         if self.writer is not None:
             self.writer.write({"event": "end", **final})
         if self._checkpointed_step != self.step:

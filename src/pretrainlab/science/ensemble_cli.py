@@ -1,0 +1,21 @@
+"""`pretrainlab ensemble RUN_A RUN_B ... [--data PREPARED] [--combine logits|probs] [--out DIR]`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ensemble", help="evaluate the ensemble of several runs as K grows")
+    p.add_argument("runs", nargs="+", help="member run folders (same tokenizer)")
+    p.add_argument("--data", default=None, help="prepared-data folder (default: the first member's)")
+    p.add_argument("--combine", choices=["logits", "probs"], default="logits", help="mean of logits (default) or of probabilities")
+    p.add_argument("--out", default=None, help="folder for ensemble.json and its plot (default: ./ensemble)")
+    p.add_argument("--max-tokens", type=int, default=None, help="validation tokens per domain (default: the first member's eval setting)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pretrainlab.science.ensemble import ensemble_from_cli
+
+    return ensemble_from_cli(args)
