@@ -1,0 +1,232 @@
+"""The stages of the infinite-compute replication: data budget, grid, scaling curves, ensemble, students.
+
+Every training run goes through `pretrainlab.science.sweep.run_sweep`, so a replication interrupted at
+any point and started again skips finished runs and resumes interrupted ones.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pretrainlab.errors import PretrainlabError
+from pretrainlab.recipes.infinite_compute import DEFAULT_WD, Point, Scale, base_tree, point_overrides
+from pretrainlab.science.replication import ReplicationContext, ReplicationResult
+
+SYNTHETIC_DOMAIN = "synthetic"
+
+
+@dataclass
+class BudgetData:
+    """The fixed-budget data: the full D and the smaller fractions used for the data-scaling fit."""
+
+    full: Path
+    fractions: dict[float, Path]
+    train_tokens: dict[str, int]  # data path -> its training tokens
+    domains: list[str]
+
+
+@dataclass
+class Choice:
+    """Settings picked from the grid for every size: the tuned (weight decay, epochs) and the standard
+    recipe's best epochs at weight decay 0.1, each taken from the nearest grid size."""
+
+    tuned: dict[str, tuple[float, int]] = field(default_factory=dict)
+    default_epochs: dict[str, int] = field(default_factory=dict)
+    grid_best: dict[str, tuple[float, int, float]] = field(default_factory=dict)  # size -> (wd, E, loss)
+
+
+class RunBook:
+    """Runs points through sweeps (one sweep folder per stage) and keeps each point's result row."""
+
+    def __init__(self, ctx: ReplicationContext, scale: Scale, data: BudgetData) -> None:
+        self.ctx, self.scale, self.data = ctx, scale, data
+        self.rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self.sweep_dirs: list[Path] = []
+
+    def sweep(self, name: str, points: list[Point]) -> None:
+        from pretrainlab.science.sweep import run_sweep
+
+        todo: dict[tuple[Any, ...], Point] = {}
+        for p in points:
+            if p.key not in self.rows:
+                todo.setdefault(p.key, p)
+        if not todo:
+            return
+        wanted = {p.key: point_overrides(self.scale, p, self.data.train_tokens[self.data.full.as_posix()])
+                  for p in todo.values()}
+        spec = {
+            "name": name,
+            "out_dir": str(self.ctx.out / "sweeps"),
+            "base": base_tree(self.scale),
+            "axes": [{"list": list(wanted.values())}],
+            "executor": "local",
+            "jobs": self.ctx.jobs,
+        }
+        rows = run_sweep(spec, jobs=self.ctx.jobs)
+        sweep_dir = self.ctx.out / "sweeps" / name
+        self.sweep_dirs.append(sweep_dir)
+        by_name = {str(r["name"]): r for r in rows}
+        listing = json.loads((sweep_dir / "points.json").read_text())
+        failed: list[str] = []
+        for key, overrides in wanted.items():
+            entry = next((e for e in listing if _same(overrides, e["overrides"])), None)
+            row = by_name.get(entry["name"]) if entry is not None else None
+            if row is None or row.get("status") != "done":
+                failed.append(entry["name"] if entry else str(key))
+                continue
+            self.rows[key] = row
+        if failed:
+            raise PretrainlabError(
+                f"{len(failed)} run(s) of stage {name!r} did not finish: {', '.join(failed[:5])}",
+                hint=f"see the logs in {sweep_dir / 'logs'}; run the same replicate command again to resume",
+            )
+
+    def loss(self, p: Point) -> float:
+        return float(self.rows[p.key]["val_loss"])
+
+    def run_dir(self, p: Point) -> Path:
+        return Path(str(self.rows[p.key]["run_dir"]))
+
+    def params(self, p: Point) -> float:
+        return float(self.rows[p.key]["params_non_embedding"])
+
+
+def _same(ours: dict[str, Any], theirs: dict[str, Any]) -> bool:
+    return all(json.dumps(theirs.get(k), sort_keys=True) == json.dumps(v, sort_keys=True) for k, v in ours.items())
+
+
+def prepare_budget(ctx: ReplicationContext, scale: Scale) -> BudgetData:
+    """Cut the fixed token budget (and its fractions) out of `--data` or the built-in stdlib corpus."""
+    from pretrainlab.data.subset import write_token_budget
+
+    source = ctx.data if ctx.data is not None else _stdlib_bytes(ctx.out / "data" / "stdlib-bytes")
+    root = ctx.out / "data"
+    full = write_token_budget(source, root / f"budget-{scale.train_tokens}", train_tokens=scale.train_tokens,
+                              val_tokens=scale.val_tokens, seed=0)
+    if SYNTHETIC_DOMAIN in full.domains:
+        raise PretrainlabError(f"{source} has a domain named {SYNTHETIC_DOMAIN!r}, the name the protocol gives "
+                               "the ensemble's samples", hint="rename that domain when preparing the data")
+    fractions: dict[float, Path] = {}
+    tokens = {full.path.as_posix(): sum(full.domain_tokens("train").values())}
+    for f in scale.data_fractions:
+        n = int(scale.train_tokens * f)
+        sub = write_token_budget(source, root / f"budget-{n}", train_tokens=n, val_tokens=scale.val_tokens, seed=0)
+        fractions[f] = sub.path
+        tokens[sub.path.as_posix()] = sum(sub.domain_tokens("train").values())
+    return BudgetData(full=full.path, fractions=fractions, train_tokens=tokens, domains=full.domains)
+
+
+def _stdlib_bytes(path: Path) -> Path:
+    from pretrainlab.config import PrepareConfig, validate
+    from pretrainlab.data.prepare import prepare
+
+    if (path / "manifest.json").is_file():
+        return path
+    cfg = validate(PrepareConfig, {
+        "sources": [{"type": "stdlib", "domain": "code"}],
+        "tokenizer": {"kind": "bytes"},
+        "validation": {"fraction": 0.05},
+        "output": str(path),
+    }, source="infinite-compute data")
+    return Path(prepare(cfg, progress=False))
+
+
+def choose(scale: Scale, book: RunBook, data: Path) -> Choice:
+    """Best (weight decay, epochs) per grid size, and the best epochs at the standard weight decay."""
+    choice = Choice()
+    order = [label for label, *_ in scale.sizes]
+    for size in scale.grid_sizes:
+        runs = [(wd, e, book.loss(Point(size, wd, e, 0, data.as_posix(), "grid")))
+                for wd in scale.weight_decays for e in scale.epochs]
+        choice.grid_best[size] = min(runs, key=lambda r: r[2])
+        default = [r for r in runs if r[0] == DEFAULT_WD]
+        best_default = min(default, key=lambda r: r[2])
+        for label in order:  # every size takes the nearest grid size's choice (ties: the smaller)
+            nearest = min(scale.grid_sizes, key=lambda g: (abs(order.index(g) - order.index(label)), order.index(g)))
+            if nearest == size:
+                choice.tuned[label] = choice.grid_best[size][:2]
+                choice.default_epochs[label] = best_default[1]
+    return choice
+
+
+def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
+    from pretrainlab.recipes.infinite_compute_claims import build_result
+
+    data = prepare_budget(ctx, scale)
+    book = RunBook(ctx, scale, data)
+    full = data.full.as_posix()
+    _say(f"data: {data.train_tokens[full]:,} training tokens in {data.full}")
+
+    _say("stage 1/4: weight decay x epochs grid")
+    book.sweep("grid", [Point(size, wd, e, 0, full, "grid") for size in scale.grid_sizes
+                        for wd in scale.weight_decays for e in scale.epochs])
+    choice = choose(scale, book, data.full)
+
+    _say("stage 2/4: standard vs tuned recipe at every size; ensemble members; data scaling")
+    largest = scale.sizes[-1][0]
+    curves = []
+    for label, *_ in scale.sizes:
+        wd, e = choice.tuned[label]
+        seeds = max(ctx.seeds, scale.ensemble_k) if label == scale.member_size else ctx.seeds
+        for s in range(seeds):
+            curves.append(Point(label, wd, e, s, full, "tuned"))
+        for s in range(ctx.seeds):
+            curves.append(Point(label, DEFAULT_WD, choice.default_epochs[label], s, full, "default"))
+    data_runs = [Point(largest, DEFAULT_WD, choice.default_epochs[largest], 0, path.as_posix(), "data")
+                 for path in data.fractions.values()]
+    book.sweep("scaling", curves + data_runs)
+
+    _say("stage 3/4: ensembles of K = 1..%d members" % scale.ensemble_k)
+    wd_m, e_m = choice.tuned[scale.member_size]
+    members = [Point(scale.member_size, wd_m, e_m, s, full, "tuned") for s in range(scale.ensemble_k)]
+    ensemble = _ensemble(ctx, scale, [book.run_dir(p) for p in members], data.full)
+
+    _say("stage 4/4: a member-sized student on the ensemble's samples")
+    synth = _synthesize(ctx, scale, [book.run_dir(p) for p in members], data.full)
+    real_share = (1.0 - scale.synthetic_share) / len(data.domains)
+    weights = tuple(sorted([(SYNTHETIC_DOMAIN, scale.synthetic_share)] + [(d, real_share) for d in data.domains]))
+    students = [Point(scale.member_size, wd_m, e_m, s, synth["path"], "student", weights) for s in range(ctx.seeds)]
+    book.sweep("students", students)
+
+    return build_result(ctx, scale, book, choice, data, members=members, students=students, ensemble=ensemble,
+                        synthetic=synth)
+
+
+def _ensemble(ctx: ReplicationContext, scale: Scale, runs: list[Path], data: Path) -> dict[str, Any]:
+    from pretrainlab.science.ensemble import evaluate_ensemble
+
+    out = ctx.out / "ensemble"
+    cached = out / "ensemble.json"
+    if cached.is_file():
+        result = json.loads(cached.read_text())
+        if result.get("members") == [str(r) for r in runs]:
+            return result
+    result = evaluate_ensemble([str(r) for r in runs], data=str(data), combine="logits",
+                               max_tokens_per_domain=scale.val_tokens, batch_size=32)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    tmp.replace(cached)
+    return result
+
+
+def _synthesize(ctx: ReplicationContext, scale: Scale, teachers: list[Path], data: Path) -> dict[str, Any]:
+    from pretrainlab.data.prepared import PreparedData
+    from pretrainlab.science.synthesize import synthesize
+
+    out = ctx.out / "data" / "synthetic"
+    if (out / "manifest.json").is_file():
+        existing = PreparedData(out)
+        if SYNTHETIC_DOMAIN in existing.domains:
+            return {"path": out.as_posix(), "manifest": existing.manifest}
+    path = synthesize([str(t) for t in teachers], tokens=scale.synthetic_tokens, out=str(out), data=str(data),
+                      domain=SYNTHETIC_DOMAIN, combine="logits", temperature=1.0, batch_size=64, seed=0,
+                      overwrite=True)
+    return {"path": Path(path).as_posix(), "manifest": PreparedData(path).manifest}
+
+
+def _say(text: str) -> None:
+    print(f"[infinite-compute] {text}", flush=True)

@@ -1,0 +1,141 @@
+"""Replications: a paper's protocol at small scale, ending in claims that hold or not.
+
+A replication is registered under a name (`pretrainlab replicate <name>`). It runs its experiments
+into a folder and returns a `ReplicationResult`: one `Claim` per paper claim, each with the paper's
+figure, ours, the spread over seeds, and `holds` computed from the figures by the rule the claim states
+(never typed in). `write_replication` writes `replication.json` in the format of `../shared/design.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pretrainlab.registry import Registry
+
+REPLICATION_FILE = "replication.json"
+SCALES = ("tiny", "small")
+
+
+@dataclass
+class Claim:
+    """One claim: `claim` states it and the rule that decides `holds` (e.g. "... by at least 0.03")."""
+
+    claim: str
+    paper_figure: str
+    our_figure: str
+    spread: str
+    holds: bool | None  # None: could not be measured at this scale (said in `our_figure`)
+
+
+@dataclass
+class ReplicationResult:
+    name: str
+    paper: str
+    scale: str
+    seeds: int
+    wall_s: float
+    claims: list[Claim]
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["wall_s"] = round(self.wall_s, 1)
+        return out
+
+
+@dataclass
+class ReplicationContext:
+    """What a protocol gets: where to write, at which scale, how many seeds and jobs, and optional data."""
+
+    out: Path
+    scale: str
+    seeds: int
+    jobs: int
+    data: Path | None
+
+
+@dataclass
+class Replication:
+    name: str
+    paper: str
+    default_seeds: int
+    run: Callable[[ReplicationContext], ReplicationResult]
+    summary: str = ""
+
+
+REPLICATIONS: Registry[Replication] = Registry("replication")
+
+
+def register_replication(replication: Replication) -> Replication:
+    REPLICATIONS.register(replication.name)(replication)
+    return replication
+
+
+def load_builtin_replications() -> None:
+    """Import the recipe modules that register replications."""
+    from pretrainlab.recipes import infinite_compute  # noqa: F401
+
+
+def write_replication(out: Path, result: ReplicationResult) -> Path:
+    """Write `replication.json` atomically and return its path."""
+    path = Path(out) / REPLICATION_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result.to_dict(), indent=2, default=_json_default))
+    os.replace(tmp, path)
+    return path
+
+
+def print_claims(result: ReplicationResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.name} ({result.paper}) at scale {result.scale}, {result.seeds} seed(s), "
+                  f"{result.wall_s / 60:.1f} min", show_lines=True)
+    for col in ("claim", "paper", "ours", "spread", "holds"):
+        table.add_column(col, overflow="fold")
+    for c in result.claims:
+        verdict = "n/a" if c.holds is None else ("yes" if c.holds else "NO")
+        table.add_row(c.claim, c.paper_figure, c.our_figure, c.spread, verdict)
+    console = Console(width=max(120, Console().width))
+    console.print(table)
+    for note in result.notes:
+        console.print(f"note: {note}")
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value); NaN-free inputs expected."""
+    vals = [float(v) for v in values]
+    if not vals:
+        return math.nan, math.nan
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+
+def spread_text(values: Sequence[float], digits: int = 3) -> str:
+    """'± sd over n seeds (min..max)' for a claim's spread column."""
+    vals = [float(v) for v in values]
+    if not vals:
+        return "no runs"
+    m, sd = mean_sd(vals)
+    if len(vals) == 1:
+        return "1 seed (no spread)"
+    return f"±{sd:.{digits}f} sd over {len(vals)} seeds ({min(vals):.{digits}f}..{max(vals):.{digits}f})"
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
