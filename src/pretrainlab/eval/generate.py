@@ -1,7 +1,10 @@
 """Sampling text from a trained model: temperature and top-k (Fan et al. 2018), greedy at temperature 0.
 
-No KV cache: the models trained here are small and the context is cropped at `max_seq_len`, so recomputing
-the window each step costs little and keeps the model interface to `forward` + `logits`.
+A model that supports it (`model.kv_cache.supports_kv_cache`: the Decoder with a cache-aware attention)
+decodes with a KV cache: the prompt is prefilled once and each step runs one token. When the context would
+outgrow `max_seq_len`, the cache is refilled from the last `max_seq_len` tokens, so every step conditions
+on exactly the window the uncached path would use. Any other module (`forward(tokens)` + `logits`) is run
+on the whole cropped window every step.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def generate(
     reads as the start of a document. The padding token is never sampled. Sampling is deterministic per
     `seed` (a dedicated generator on `device`); the context is cropped to the last `max_seq_len` tokens.
     """
+    from pretrainlab.model.kv_cache import supports_kv_cache
     from pretrainlab.train.distributed import unwrap_model
 
     core = unwrap_model(model)
@@ -56,12 +60,16 @@ def generate(
     out: list[int] = []
     was_training = model.training
     model.eval()
+    next_logits = _CachedStep(core, max_seq_len, device) if supports_kv_cache(core) else None
     try:
         with torch.no_grad():
             for _ in range(max_tokens):
-                context = ids[-max_seq_len:] if max_seq_len else ids
-                x = torch.tensor([context], dtype=torch.long, device=device)
-                logits = core.logits(model(x))[0, -1].float()
+                if next_logits is not None:
+                    logits = next_logits(ids)
+                else:
+                    context = ids[-max_seq_len:] if max_seq_len else ids
+                    x = torch.tensor([context], dtype=torch.long, device=device)
+                    logits = core.logits(model(x))[0, -1].float()
                 if pad_id is not None and 0 <= pad_id < logits.numel():
                     logits[pad_id] = float("-inf")
                 nxt = sample_next(logits, temperature=temperature, top_k=top_k, generator=generator)
@@ -72,6 +80,29 @@ def generate(
     finally:
         model.train(was_training)
     return tokenizer.decode(out)
+
+
+class _CachedStep:
+    """Next-token logits for a growing id list, feeding the model only the ids its KV cache lacks."""
+
+    def __init__(self, model: nn.Module, max_seq_len: int | None, device: torch.device) -> None:
+        from pretrainlab.model.kv_cache import KVCache
+
+        limit = int(model.cfg.max_seq_len)  # type: ignore[union-attr]
+        self.window = min(limit, max_seq_len) if max_seq_len else limit
+        self.model, self.device = model, device
+        self.cache = KVCache.for_model(model, self.window)
+        self.seen = 0  # how many ids of the list the cache holds (at its end)
+
+    def __call__(self, ids: list[int]) -> torch.Tensor:
+        new = ids[self.seen :] if self.cache.length else ids
+        if self.cache.length + len(new) > self.window:  # re-prefill from the last window
+            self.cache.reset()
+            new = ids[-self.window :]
+        x = torch.tensor([new], dtype=torch.long, device=self.device)
+        logits = self.model.logits(self.model(x, cache=self.cache))[0, -1].float()  # type: ignore[operator]
+        self.seen = len(ids)
+        return logits
 
 
 def generate_from_cli(

@@ -1,6 +1,10 @@
 """Causal self-attention (registry `attention`): fused QKV projection, RoPE, optional QK-norm,
 grouped-query attention (Ainslie et al. 2023), and `F.scaled_dot_product_attention(is_causal=True)`,
 which dispatches to the fused flash kernels on CPU and GPU.
+
+With a `LayerCache` (incremental decoding, see `model/kv_cache.py`) the new keys and values are appended
+to the cache and the new queries attend to every cached position: causally within the new tokens, fully
+to the ones before them.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pretrainlab.config import ModelConfig
+from pretrainlab.model.kv_cache import LayerCache
 from pretrainlab.model.registries import ATTENTIONS, NORMS, MakeLinear, init_module
 from pretrainlab.model.rope import apply_rope
 
@@ -33,7 +38,9 @@ class CausalSelfAttention(nn.Module):
         self.k_norm = norm(self.head_dim, cfg.norm_eps) if cfg.qk_norm else None
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
+        """x (B, T, d) -> (B, T, d). `rope` holds the rows of these T positions; with `cache`, the keys and
+        values of earlier positions come from it and these T are appended."""
         B, T, _ = x.shape
         H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
         qkv = self.qkv(x)
@@ -42,9 +49,13 @@ class CausalSelfAttention(nn.Module):
             qk = torch.cat((self.q_norm(qk[:, :, :H]), self.k_norm(qk[:, :, H:])), dim=2)
         q, k = apply_rope(qk, rope).transpose(1, 2).split((H, KV), dim=1)  # (B, heads, T, D)
         v = qkv[..., (H + KV) * D :].view(B, T, KV, D).transpose(1, 2)
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0, enable_gqa=KV != H
-        )
+        if cache is None:
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0, enable_gqa=KV != H
+            )
+        else:
+            k, v = cache.update(k, v)
+            y = cached_attention(q, k, v, cache.start, enable_gqa=KV != H)
         y = self.out(y.transpose(1, 2).reshape(B, T, H * D))
         return F.dropout(y, self.dropout, self.training) if self.dropout else y
 
@@ -54,6 +65,23 @@ class CausalSelfAttention(nn.Module):
         for norm in (self.q_norm, self.k_norm):
             if norm is not None:
                 norm.reset_parameters()
+
+
+def cached_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, *, enable_gqa: bool = False
+) -> torch.Tensor:
+    """Attention of T new queries at positions start ... start+T-1 over all start+T cached keys.
+
+    An empty cache (start 0) is the ordinary causal case; a single new token sees every key; a chunk of
+    several tokens after earlier ones needs the causal mask shifted by `start` (query i sees keys <= start+i).
+    """
+    T = q.shape[2]
+    if start == 0:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=enable_gqa)
+    if T == 1:
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=enable_gqa)
+    mask = torch.ones(T, start + T, dtype=torch.bool, device=q.device).tril(diagonal=start)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=enable_gqa)
 
 
 @ATTENTIONS.register("sdpa")

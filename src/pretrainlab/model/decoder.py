@@ -3,6 +3,7 @@
 Every part comes from a registry (norm, attention, mlp, linear), so recipes change components by name.
 The decoder returns the final hidden states; the output head is applied by the objective (`logits`, or a
 fused chunked head + loss that never materialises all logits, see `objectives/fused_ce.py`).
+For sampling, `forward(tokens, cache)` decodes incrementally with a `KVCache` (see `model/kv_cache.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pretrainlab.config import ModelConfig
+from pretrainlab.model.kv_cache import KVCache, LayerCache, require_kv_cache
 from pretrainlab.model.registries import ATTENTIONS, LINEARS, MLPS, NORMS, MakeLinear, residual_std
 from pretrainlab.model.rope import rope_table
 
@@ -49,8 +51,11 @@ class Block(nn.Module):
         self.mlp_norm = norm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLPS.get(cfg.mlp, field="model.mlp")(cfg, make_linear)
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), rope)
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
+        if cache is None:
+            x = x + self.attn(self.attn_norm(x), rope)
+        else:
+            x = x + self.attn(self.attn_norm(x), rope, cache=cache)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -96,8 +101,14 @@ class Decoder(nn.Module):
                 part.init_weights(cfg.init_std, out_std)
         _reset(self.norm)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, T) int64 -> final normed hidden states (B, T, d_model)."""
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """tokens (B, T) int64 -> final normed hidden states (B, T, d_model).
+
+        With `cache` the tokens continue the cached ones: they take positions cache.length ... +T-1,
+        attend to everything cached, and are appended to it (inference only; see `model/kv_cache.py`).
+        """
+        if cache is not None:
+            return self._forward_cached(tokens, cache)
         T = tokens.shape[1]
         if T > self.rope.shape[0]:
             raise ValueError(f"sequence of {T} tokens is longer than model.max_seq_len={self.rope.shape[0]}")
@@ -107,6 +118,23 @@ class Decoder(nn.Module):
         rope = self.rope[:T]
         for block in self.blocks:
             x = block(x, rope)
+        return self.norm(x)
+
+    def _forward_cached(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        if cache.length == 0:  # checked once per cache, not per decoding step
+            require_kv_cache(self)
+        if cache.n_layers != len(self.blocks):
+            raise ValueError(f"the KV cache has {cache.n_layers} layers, the model {len(self.blocks)}")
+        start, T = cache.length, tokens.shape[1]
+        if start + T > self.rope.shape[0]:
+            raise ValueError(
+                f"positions {start}..{start + T - 1} reach past model.max_seq_len={self.rope.shape[0]}"
+            )
+        x = self.embed(tokens)
+        rope = self.rope[start : start + T]
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope, cache.layer(i, T))
+        cache.advance(T)
         return self.norm(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
