@@ -1,0 +1,119 @@
+"""Unconditional sampling: equal to a full-recompute sampler, deterministic per seed, never pad, an ensemble
+of identical models samples like one, temperature ~0 is the argmax chain, rows run on past end-of-text."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from pretrainlab.config import ModelConfig
+from pretrainlab.errors import ConfigError
+from pretrainlab.model import build_model, resolve_model_config
+from pretrainlab.model.decoder import Decoder
+from pretrainlab.model.ensemble import combine_logits
+from pretrainlab.science.sampling import draw, sample_sequences
+
+VOCAB, SEQ, EOT, PAD = 40, 16, 38, 39
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matrices: one thread is fastest, and the test machine is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make(seed: int = 0, **kw: object) -> Decoder:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, init_std=0.2, **kw)
+    return build_model(resolve_model_config(cfg, vocab_size=VOCAB, seq_len=SEQ)).eval()
+
+
+def bias_logits(m: Decoder, token: int, amount: float) -> Decoder:
+    """Shift one token's logit by `amount` (a stand-in for a model that loves or hates that token)."""
+    head = m.logits
+    shift = torch.zeros(VOCAB)
+    shift[token] = amount
+    m.logits = lambda hidden: head(hidden) + shift  # type: ignore[method-assign]
+    return m
+
+
+def sample(models: list, **kw: object) -> np.ndarray:
+    kw = {"n_rows": 5, "seq_len": SEQ, "batch_size": 2, "seed": 0, "eot_id": EOT, "pad_id": PAD, **kw}
+    return sample_sequences(models, **kw)  # type: ignore[arg-type]
+
+
+def reference(models: list, n_rows: int, batch_size: int, temperature: float, seed: int, combine: str) -> np.ndarray:
+    """The same draws without a cache: the whole prefix through the full forward pass every step."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    with torch.no_grad():
+        for start in range(0, n_rows, batch_size):
+            ctx = torch.full((min(batch_size, n_rows - start), 1), EOT, dtype=torch.long)
+            for _ in range(SEQ):
+                logits = combine_logits(torch.stack([m.logits(m(ctx)[:, -1]) for m in models]), combine)
+                logits[:, PAD] = float("-inf")
+                ctx = torch.cat([ctx, draw(logits, temperature, g)[:, None]], dim=1)
+            out.append(ctx[:, 1:].numpy())
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("combine", ["logits", "probs"])
+def test_cached_sampling_equals_full_recompute_sampling(combine: str) -> None:
+    models = [make(0), make(1)]
+    got = sample(models, combine=combine, temperature=1.0, seed=4)
+    assert got.shape == (5, SEQ) and got.dtype == np.int64
+    np.testing.assert_array_equal(got, reference(models, 5, 2, 1.0, 4, combine))
+
+
+def test_deterministic_per_seed_and_different_across_seeds() -> None:
+    m = make()
+    a = sample([m], seed=1)
+    np.testing.assert_array_equal(a, sample([m], seed=1))
+    assert not np.array_equal(a, sample([m], seed=2))
+    assert len({tuple(r) for r in a}) == len(a)  # rows are independent draws, not copies
+
+
+def test_pad_and_ids_beyond_the_tokenizer_vocabulary_are_never_sampled() -> None:
+    m = bias_logits(make(), PAD, 30.0)
+    rows = sample([m], n_rows=8, batch_size=8, vocab_size=30)
+    assert rows.max() < 30 and not (rows == PAD).any()
+
+
+def test_an_ensemble_of_two_identical_models_samples_what_one_samples() -> None:
+    m = make(3)
+    twin = copy.deepcopy(m)
+    np.testing.assert_array_equal(sample([m, twin], seed=7), sample([m], seed=7))
+
+
+def test_temperature_near_zero_follows_the_argmax_chain() -> None:
+    m = make(5)
+    greedy = reference([m], 2, 2, 0.0, 0, "logits")
+    np.testing.assert_array_equal(sample([m], n_rows=2, temperature=0.0), greedy)
+    np.testing.assert_array_equal(sample([m], n_rows=2, temperature=1e-4, seed=11), greedy)
+
+
+def test_rows_continue_after_a_sampled_end_of_text() -> None:
+    m = bias_logits(make(), EOT, 3.0)
+    rows = sample([m], n_rows=6, batch_size=3)
+    first_eot = [int(np.argmax(r == EOT)) for r in rows if (r[:-1] == EOT).any()]
+    assert first_eot, "the biased model should emit end-of-text somewhere"
+    assert any((r[i + 1 :] != EOT).any() for r, i in zip(rows, first_eot))
+
+
+def test_bad_inputs_fail_clearly() -> None:
+    m = make()
+    with pytest.raises(ConfigError, match="max_seq_len=16"):
+        sample([m], seq_len=SEQ + 1)
+    with pytest.raises(ConfigError, match="temperature"):
+        sample([m], temperature=-1.0)
+    with pytest.raises(ConfigError, match="at least one model"):
+        sample([])
+    torch.manual_seed(0)
+    wider = build_model(resolve_model_config(ModelConfig(n_layers=1, d_model=32, n_heads=4), vocab_size=VOCAB + 8, seq_len=SEQ))
+    with pytest.raises(ConfigError, match="vocabulary sizes"):
+        sample([m, wider])
+    assert sample([m], n_rows=0).shape == (0, SEQ)
