@@ -1,0 +1,243 @@
+"""`pretrainlab report`: run, sweep and replication folders into report.md + a self-contained report.html."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import make_prepared, random_docs, tiny_run_config
+from pretrainlab.cli import main
+from pretrainlab.science import report as report_mod
+from pretrainlab.science.plots import Curve, is_png, line_plot
+from pretrainlab.science.report import write_report
+from pretrainlab.science.report_doc import fmt
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two real tiny runs (weight decay 0.1 and 1.0), trained once for the whole module."""
+    from pretrainlab.train.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("report")
+    rng = np.random.default_rng(0)
+    data = make_prepared(
+        root / "prepared",
+        train={"alpha": random_docs(rng, 60), "beta": random_docs(rng, 40, 50, 300)},
+        val={"alpha": random_docs(rng, 10), "beta": random_docs(rng, 6, 50, 300)},
+    )
+    out = {}
+    for name, wd in (("wd0.1", 0.1), ("wd1.0", 1.0)):
+        cfg = tiny_run_config(root / "runs", data, name=name, optim={"lr": 3e-3, "weight_decay": wd},
+                              train={"steps": 4}, eval={"every": 2, "max_tokens_per_domain": 128, "batch_size": 4})
+        Trainer(cfg).fit()
+        out[name] = root / "runs" / name
+    return out
+
+
+def _end(run: Path) -> dict:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"event": "end"' in x][-1]
+
+
+def _check_html(path: Path, min_images: int) -> str:
+    text = path.read_text(encoding="utf-8")
+    srcs = re.findall(r'src="([^"]*)"', text)
+    assert len(srcs) >= min_images
+    assert all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "<script" not in text and "<link" not in text and "href=" not in text and "url(" not in text
+    return text
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints"))
+    return dst
+
+
+def test_run_report_real_run(runs: dict[str, Path], tmp_path: Path) -> None:
+    run = _copy_run(runs["wd0.1"], tmp_path / "run")
+    written = write_report(run)
+    md = written["md"].read_text(encoding="utf-8")
+    end = _end(run)
+    assert f"{end['val_loss']:.4f}" in md and f"{end['val_bpb']:.4f}" in md
+    assert f"{end['params']:,}" in md and "complete" in md
+    assert "| alpha |" in md and "| beta |" in md  # per-domain validation table
+    for name in ("loss", "val-loss-domains", "lr", "tokens-per-s"):
+        png = run / "plots" / f"{name}.png"
+        assert is_png(png) and f"](plots/{name}.png)" in md
+    import matplotlib.image
+
+    assert matplotlib.image.imread(run / "plots" / "loss.png").ndim == 3  # decodes as an image
+    _check_html(written["html"], min_images=4)
+    assert not list(run.glob(".report-tmp-*"))
+
+
+def _write_metrics(run: Path, lines: list[dict]) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_unfinished_run_with_recipe_metrics_and_nan(runs: dict[str, Path], tmp_path: Path) -> None:
+    run = tmp_path / "going"
+    run.mkdir()
+    shutil.copy(runs["wd0.1"] / "config.yaml", run / "config.yaml")
+    lines = [{"step": s, "tokens": 256 * s, "loss": 5.0 - 0.1 * s if s != 3 else None, "lr": 1e-3, "tokens_per_s": 1e4,
+              "live_params": 1000 - 100 * s, "domain_weights": {"alpha": 0.2 * s, "beta": 1 - 0.2 * s},
+              "kl": 0.5 / s, "skipped_steps": 0} for s in range(1, 5)]
+    lines.append({"step": 2, "tokens": 512, "val_loss": 4.9, "val_bpb": 7.1})
+    _write_metrics(run, lines)
+    md = write_report(run)["md"].read_text(encoding="utf-8")
+    assert "incomplete: no end line; last logged step 4 of 4" in md
+    assert "4.9000" in md  # the newest logged validation loss
+    for name in ("metric-live_params", "metric-domain_weights", "metric-kl"):
+        assert is_png(run / "plots" / f"{name}.png"), name
+    assert "| skipped_steps | train | 0 |" in md  # constant: a table row, not a plot
+
+
+def test_run_without_metrics_or_validation(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    _write_metrics(empty, [])
+    md = write_report(empty)["md"].read_text(encoding="utf-8")
+    assert "no metrics logged yet" in md and "config.yaml is missing" in md and "nothing to plot" in md
+    noval = tmp_path / "noval"
+    _write_metrics(noval, [{"step": 1, "tokens": 8, "loss": float("nan"), "lr": 0.1},
+                           {"event": "end", "step": 1, "tokens": 8, "loss": None, "wall_s": 1.0}])
+    md = write_report(noval)["md"].read_text(encoding="utf-8")
+    assert "no validation lines were logged" in md and "| final train loss | NaN |" in md
+
+
+def _fit_json(path: Path) -> None:
+    """A fit file in the shape `pretrainlab fit` writes (contracts: Fits), with its PNG."""
+    x = [1e4, 1e5, 1e6]
+    fit = {"law": "power", "x_name": "params", "params": {"E": 1.8125, "A": 40.0, "alpha": 0.3456},
+           "ci": {"E": [1.7001, 1.9002], "A": [30.0, 50.0], "alpha": [0.3, 0.4]}, "n_points": 3, "loss": 0.0012,
+           "curve": {"x": x, "y": [3.0, 2.5, 2.2], "lo": None, "hi": None}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"law": "power", "x": "params", "y": "val_loss", "by": None, "fits": {"all": fit},
+                                "points": {"all": {"x": x, "y": [3.0, 2.5, 2.2]}},
+                                "extrapolations": {"all": {"1e9": 1.9}}}))
+    assert line_plot(path.with_suffix(".png"), [Curve("all", x, [3.0, 2.5, 2.2])], title="fit", x_label="params",
+                     y_label="val_loss", log_x=True) is not None
+
+
+def _sweep(runs: dict[str, Path], folder: Path) -> Path:
+    """A sweep folder built by hand: two finished points (weight decay axis) and one failed point."""
+    points, rows = [], []
+    for name, wd in (("wd0.1", 0.1), ("wd1.0", 1.0)):
+        run = _copy_run(runs[name], folder / "runs" / name)
+        end = _end(run)
+        points.append({"name": name, "overrides": {"optim.weight_decay": wd, "seed": 0}, "seed": 0,
+                       "axes": {"optim.weight_decay": wd}})
+        rows.append({"name": name, "status": "done", "seed": 0, "optim.weight_decay": wd, "params": end["params"],
+                     "params_non_embedding": end["params_non_embedding"], "avg_params": end["params"],
+                     "tokens": end["tokens"], "step": end["step"], "wall_s": end["wall_s"], "loss": end["loss"],
+                     "val_loss": end["val_loss"], "val_bpb": end["val_bpb"], "run_dir": str(run)})
+    points.append({"name": "wd10.0", "overrides": {"optim.weight_decay": 10.0, "seed": 0}, "seed": 0,
+                   "axes": {"optim.weight_decay": 10.0}})
+    rows.append({"name": "wd10.0", "status": "failed", "seed": 0, "optim.weight_decay": 10.0})
+    (folder / "logs").mkdir()
+    (folder / "logs" / "wd10.0.log").write_text("step 1/4\nerror: loss is NaN at step 2\n")
+    (folder / "points.json").write_text(json.dumps(points))
+    (folder / "status.json").write_text(json.dumps({"pid": 99999999, "points": {"wd10.0": {"status": "failed"}}}))
+    columns = list(rows[0])
+    with open(folder / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, columns)
+        w.writeheader()
+        w.writerows(rows)
+    _fit_json(folder / "fits" / "fit-power-params.json")
+    return folder
+
+
+def test_sweep_report_from_results_csv(runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pretrainlab.science.sweep", None)  # load_results unavailable: csv fallback
+    sweep = _sweep(runs, tmp_path / "sweep")
+    best = min(("wd0.1", "wd1.0"), key=lambda n: _end(runs[n])["val_loss"])
+    written = write_report(sweep)
+    md = written["md"].read_text(encoding="utf-8")
+    assert re.search(rf"^\| \*\*★\*\* \| \*\*{re.escape(best)}\*\* \|", md, re.M)  # best row first, starred
+    assert "point wd10.0 failed; last log line: error: loss is NaN at step 2" in md
+    assert "| all | 3 | 1.8125 [1.7001, 1.9002] | 40.0000 [30.0000, 50.0000] | 0.3456 [0.3000, 0.4000] |" in md
+    assert "](fits/fit-power-params.png)" in md
+    for name in ("val-curves", "axis-optim.weight_decay"):
+        assert is_png(sweep / "plots" / f"{name}.png")
+    html = _check_html(written["html"], min_images=3)
+    assert html.count('class="marked"') == 1
+
+
+def test_sweep_report_default_reader_and_out_dir(runs: dict[str, Path], tmp_path: Path) -> None:
+    sweep = _sweep(runs, tmp_path / "sweep")
+    ens = sweep / "ensemble"
+    ens.mkdir()
+    (ens / "ensemble.json").write_text(json.dumps({
+        "members": ["a", "b"], "combine": "logits", "data": "prepared", "k": [1, 2], "val_loss": [5.5, 5.25],
+        "val_bpb": [8.0, 7.5], "val_loss/alpha": [5.4, 5.2], "member_val_loss": [5.5, 5.6], "fit": None}))
+    out = tmp_path / "elsewhere"
+    assert main(["report", str(sweep), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "wd0.1" in md and "wd1.0" in md and "| 2 | 5.2500 | 7.5000 | 5.2000 |" in md
+    assert "3 points: 2 done, 1 failed" in md and "point wd10.0 failed" in md
+    for link in re.findall(r"\]\(([^)]+)\)", md):  # every image link resolves from the report's folder
+        assert is_png(out / link), link
+    assert not (sweep / "report.md").exists()
+
+
+def test_replication_report(runs: dict[str, Path], tmp_path: Path) -> None:
+    rep = tmp_path / "rep"
+    _sweep(runs, rep / "grid")
+    (rep / "plots").mkdir()
+    line_plot(rep / "plots" / "asymptotes.png", [Curve("x", [1, 2], [3, 2])], title="t", x_label="x", y_label="y")
+    (rep / "replication.json").write_text(json.dumps({
+        "name": "infinite-compute", "paper": "Pre-training under infinite compute, arXiv:2509.14786", "scale": "tiny",
+        "seeds": 2, "wall_s": 3725.0,
+        "claims": [{"claim": "tuned weight decay beats 0.1", "paper_figure": "0.30x", "our_figure": "0.10x",
+                    "spread": "±0.01", "holds": True},
+                   {"claim": "distilled student keeps 83% of the gain", "paper_figure": "83%", "our_figure": "40%",
+                    "spread": "±5%", "holds": False},
+                   {"claim": "8x smaller student", "paper_figure": "8x", "our_figure": "not measured", "spread": "",
+                    "holds": None}]}))
+    written = write_report(rep)
+    md = written["md"].read_text(encoding="utf-8")
+    assert "| tuned weight decay beats 0.1 | 0.30x | 0.10x | ±0.01 | ✓ |" in md
+    assert "| distilled student keeps 83% of the gain | 83% | 40% | ±5% | ✗ |" in md
+    assert "| n/a |" in md and "1 of 3 claims hold" in md and "1 h 02 min" in md
+    assert "](plots/asymptotes.png)" in md and "## Sweep grid" in md and "## Fits grid/fits" not in md
+    assert is_png(rep / "plots" / "sweep-grid-val-curves.png")
+    _check_html(written["html"], min_images=4)
+    second = write_report(rep)["md"].read_text(encoding="utf-8")  # its own earlier plots are not "replication plots"
+    assert second == md
+
+
+def test_failed_write_leaves_no_half_report(runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = _copy_run(runs["wd0.1"], tmp_path / "run")
+    before = write_report(run)["md"].read_text(encoding="utf-8")
+
+    def boom(title: str, blocks: list) -> str:
+        raise RuntimeError("disk full")
+
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(lines[:-1]) + "\n")  # no end line: a new report would differ
+    monkeypatch.setattr(report_mod, "render_html", boom)
+    with pytest.raises(RuntimeError):
+        write_report(run)
+    assert (run / "report.md").read_text(encoding="utf-8") == before
+    assert not list(run.glob(".report-tmp-*"))
+
+
+def test_bad_path_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("hello")
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "not a run, sweep or replication folder" in err and "metrics.jsonl" in err and "points.json" in err
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_fmt() -> None:
+    assert fmt(None) == "—" and fmt(float("nan")) == "NaN" and fmt(12345) == "12,345" and fmt(512.0) == "512"
+    assert fmt(5.55243) == "5.5524" and fmt(3e-4) == "3.000e-04" and fmt(True) == "yes"
