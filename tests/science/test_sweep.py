@@ -1,0 +1,198 @@
+"""Sweeps end to end on tiny runs: the sweep folder and results.csv, a crashed run that a re-run resumes
+while finished runs stay untouched, a changed sweep refused before anything runs, SIGTERM forwarded to
+the runs, and the `pretrainlab sweep` command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from helpers import make_prepared, random_docs, tiny_run_config  # noqa: E402
+
+from pretrainlab.cli import main  # noqa: E402
+from pretrainlab.errors import ConfigError, DataError  # noqa: E402
+from pretrainlab.science.executors import fair_threads  # noqa: E402
+from pretrainlab.science.sweep import (  # noqa: E402
+    SweepStopped,
+    load_results,
+    run_sweep,
+    write_results_csv,
+    write_sweep_folder,
+)
+from pretrainlab.science.sweep_spec import resolve_sweep  # noqa: E402
+from pretrainlab.train.checkpoint import KILL_ENV, list_checkpoints  # noqa: E402
+
+CRASHING = "lr-0.003_steps-6_checkpoint_every-2_s0"
+
+
+def write_data(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    return make_prepared(root / "data", train={"alpha": random_docs(rng, 60), "beta": random_docs(rng, 30)},
+                         val={"alpha": random_docs(rng, 8), "beta": random_docs(rng, 4)})
+
+
+def sweep_file(root: Path, data: Path, axes: list[Any], name: str = "wd", **extra: Any) -> Path:
+    base = tiny_run_config(root / "unused", data, train={"steps": 3}).model_dump(mode="json")
+    spec = {"name": name, "out_dir": str(root / "sweeps"), "base": base, "axes": axes, **extra}
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def crashed_then_resumed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A 3-point sweep whose third run is SIGKILLed after step 4 (newest checkpoint: step 2), then re-run."""
+    root = tmp_path_factory.mktemp("sweep")
+    axes = [{"list": [{"optim.lr": 1e-3}, {"optim.lr": 2e-3},
+                      {"optim.lr": 3e-3, "train.steps": 6, "train.checkpoint_every": 2}]}]
+    path = sweep_file(root, write_data(root), axes)
+    folder = root / "sweeps" / "wd"
+    os.environ[KILL_ENV] = "step_end:4"  # only the 6-step run reaches step 4
+    try:
+        first_code = main(["sweep", str(path), "--jobs", "2"])
+    finally:
+        del os.environ[KILL_ENV]
+    first_rows = load_results(folder)
+    with open(folder / "results.csv", newline="") as f:
+        first_csv = list(csv.DictReader(f))
+    checkpoints = [p.name for p in list_checkpoints(folder / "runs" / CRASHING)]
+    finished = {r["name"]: (Path(r["run_dir"]) / "metrics.jsonl") for r in first_rows if r["status"] == "done"}
+    before = {n: (p.read_bytes(), p.stat().st_mtime_ns) for n, p in finished.items()}
+    second_rows = run_sweep(path, jobs=2, quiet=True)
+    after = {n: (p.read_bytes(), p.stat().st_mtime_ns) for n, p in finished.items()}
+    return {"root": root, "path": path, "folder": folder, "first_code": first_code, "first_rows": first_rows,
+            "first_csv": first_csv, "checkpoints": checkpoints, "before": before, "after": after,
+            "second_rows": second_rows}
+
+
+def test_a_sweep_writes_its_folder_and_results(crashed_then_resumed: dict[str, Any]) -> None:
+    folder = crashed_then_resumed["folder"]
+    points = json.loads((folder / "points.json").read_text())
+    assert [p["name"] for p in points] == ["lr-0.001_s0", "lr-0.002_s0", CRASHING]
+    assert points[2]["axes"] == {"optim.lr": 0.003, "train.steps": 6, "train.checkpoint_every": 2}
+    assert points[0]["axes"] == {"optim.lr": 0.001, "train.steps": 3, "train.checkpoint_every": None}
+    for p in points:
+        assert (folder / "configs" / f"{p['name']}.yaml").is_file() and (folder / "logs" / f"{p['name']}.log").is_file()
+    assert yaml.safe_load((folder / "sweep.yaml").read_text())["base"]["train"]["steps"] == 3
+    rows = crashed_then_resumed["first_csv"]
+    assert [(r["name"], r["status"]) for r in rows] == [
+        ("lr-0.001_s0", "done"), ("lr-0.002_s0", "done"), (CRASHING, "failed")]
+    assert list(rows[0]) == [
+        "name", "status", "seed", "optim.lr", "train.steps", "train.checkpoint_every", "params",
+        "params_non_embedding", "avg_params", "tokens", "step", "wall_s", "loss", "val_loss", "val_bpb",
+        "val_loss/alpha", "val_loss/beta", "val_bpb/alpha", "val_bpb/beta", "run_dir"]
+    done = rows[0]
+    assert int(done["step"]) == 3 and int(done["tokens"]) == 3 * 256 and float(done["val_loss"]) > 0
+    assert done["avg_params"] == done["params"] and int(done["params"]) > int(done["params_non_embedding"])
+    assert rows[2]["val_loss"] == "" and rows[2]["optim.lr"] == "0.003"
+
+
+def test_a_failed_run_is_reported_and_the_command_exits_1(crashed_then_resumed: dict[str, Any]) -> None:
+    assert crashed_then_resumed["first_code"] == 1
+    assert crashed_then_resumed["checkpoints"] == ["step-2"]
+    status = json.loads((crashed_then_resumed["folder"] / "status.json").read_text())
+    assert status["points"] == {}  # the re-run finished everything
+
+
+def test_a_rerun_skips_finished_runs_and_resumes_the_crashed_one(crashed_then_resumed: dict[str, Any]) -> None:
+    assert crashed_then_resumed["before"] == crashed_then_resumed["after"]  # not redone, not even touched
+    rows = crashed_then_resumed["second_rows"]
+    assert [r["status"] for r in rows] == ["done", "done", "done"]
+    assert rows[2]["step"] == 6
+    log = (crashed_then_resumed["folder"] / "logs" / f"{CRASHING}.log").read_text()
+    headers = [line for line in log.splitlines() if line.startswith("=== pretrainlab sweep")]
+    assert len(headers) == 2 and "--resume" not in headers[0] and headers[1].endswith("--resume")
+    assert "resumed from" in log and "step-2 (step 2" in log
+    lines = [json.loads(x) for x in (Path(rows[2]["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "lr" in r] == [1, 2, 3, 4, 5, 6]  # no step twice, none missing
+
+
+def test_a_changed_sweep_is_refused_before_anything_runs(crashed_then_resumed: dict[str, Any], capsys: Any) -> None:
+    folder, path = crashed_then_resumed["folder"], crashed_then_resumed["path"]
+    logs = {p: p.stat().st_mtime_ns for p in (folder / "logs").iterdir()}
+    with pytest.raises(ConfigError) as info:
+        run_sweep(path, overrides=["overrides.optim.weight_decay=0.5"], quiet=True)
+    text = str(info.value)
+    assert "'lr-0.001_s0'" in text and "optim.weight_decay: 0.1 -> 0.5" in text and "new name" in text
+    assert logs == {p: p.stat().st_mtime_ns for p in (folder / "logs").iterdir()}
+    # Settings that do not change what a run computes (threads) do not count as a change.
+    assert main(["sweep", str(path), "overrides.train.threads=2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skip (done)") == 3 and "0 of 3 points to run" in out
+
+
+def test_cli_dry_run_lists_points_and_writes_nothing(tmp_path: Path, tiny_prepared: Path, capsys: Any) -> None:
+    path = sweep_file(tmp_path, tiny_prepared, [{"grid": {"optim.weight_decay": [0.1, 0.4]}}], seeds=2)
+    assert main(["sweep", str(path), "--dry-run", "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    for name in ("weight_decay-0.1_s0", "weight_decay-0.1_s1", "weight_decay-0.4_s0", "weight_decay-0.4_s1"):
+        assert name in out
+    assert "4 of 4 points to run" in out and not (tmp_path / "sweeps").exists()
+
+
+def test_cli_bad_sweep_exits_2_naming_the_axis(tmp_path: Path, tiny_prepared: Path, capsys: Any) -> None:
+    path = sweep_file(tmp_path, tiny_prepared, [{"grid": {"optim.lr": [1e-3]}}, {"grid": {"optim.wieght_decay": [0.1]}}])
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "axes[1].grid: unknown key 'optim.wieght_decay'; did you mean 'optim.weight_decay'?" in err
+    assert "Traceback" not in err and not (tmp_path / "sweeps").exists()
+    assert main(["sweep", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_load_results_reads_run_folders(tmp_path: Path, tiny_prepared: Path) -> None:
+    sweep = resolve_sweep(yaml.safe_load(sweep_file(tmp_path, tiny_prepared, [{"grid": {"optim.lr": [1e-3, 2e-3, 3e-3]}}]).read_text()))
+    folder = write_sweep_folder(sweep, executor="local", jobs=1)
+    a, b, c = (folder / "runs" / p.name for p in sweep.points)
+    a.mkdir()
+    lines = [{"step": 1, "lr": 1e-3, "loss": 5.0, "live_params": 100}, {"step": 2, "lr": 1e-3, "loss": 4.0, "live_params": 300},
+             {"step": 2, "val_loss": 4.5}, {"event": "end", "step": 2, "tokens": 64, "params": 400, "val_loss": 4.5,
+                                            "val_loss/x": 4.4, "val_bpb/x": 6.0}]
+    (a / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (folder / "status.json").write_text(json.dumps({"pid": os.getpid(), "points": {b.name: {"status": "failed"}}}))
+    rows = load_results(write_results_csv(folder))  # a results.csv path is accepted too
+    assert [r["status"] for r in rows] == ["done", "failed", "pending"]
+    assert rows[0]["avg_params"] == 200.0 and rows[0]["params"] == 400 and rows[0]["val_loss/x"] == 4.4
+    assert rows[1]["val_loss"] is None and rows[2]["run_dir"] == str(c)
+    with pytest.raises(DataError, match="not a sweep folder"):
+        load_results(tmp_path)
+
+
+def test_threads_are_split_fairly() -> None:
+    assert fair_threads(16, 4) == 4 and fair_threads(16, 3) == 5 and fair_threads(2, 4) == 1 and fair_threads(8, 0) == 8
+
+
+def test_sigterm_is_forwarded_to_the_runs_which_checkpoint(tmp_path: Path, tiny_prepared: Path) -> None:
+    path = sweep_file(tmp_path, tiny_prepared, [{"grid": {"optim.lr": [1e-3, 2e-3]}}],
+                      overrides={"train.steps": 100000, "train.log_every": 50})
+    metrics = tmp_path / "sweeps" / "wd" / "runs" / "lr-0.001_s0" / "metrics.jsonl"
+
+    def terminate_when_training() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (metrics.is_file() and metrics.stat().st_size > 0):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)  # handled by the sweep in the main thread
+
+    threading.Thread(target=terminate_when_training, daemon=True).start()
+    with pytest.raises(SweepStopped) as info:
+        run_sweep(path, jobs=1, quiet=True)
+    assert info.value.exit_code == 143
+    run = metrics.parent
+    assert list_checkpoints(run), "the run got SIGTERM from the sweep and checkpointed"
+    assert "stopped at step" in (tmp_path / "sweeps" / "wd" / "logs" / "lr-0.001_s0.log").read_text()
+    rows = load_results(tmp_path / "sweeps" / "wd")
+    assert [r["status"] for r in rows] == ["pending", "pending"]  # the second never started
+    assert not (tmp_path / "sweeps" / "wd" / "runs" / "lr-0.002_s0").exists()
