@@ -47,6 +47,7 @@ OBJECTIVES: Registry[Callable[[dict[str, Any]], Objective]] = Registry("objectiv
 def build_objective(name: str, options: dict[str, Any] | None = None) -> Objective:
     """The objective registered as `name`, built with `options` (ConfigError for unknown names/options)."""
     from pretrainlab.objectives import next_token as _next_token  # noqa: F401  (registers the built-ins)
+    from pretrainlab.objectives import distill as _distill  # noqa: F401
 
     return OBJECTIVES.get(name, field="objective")(dict(options or {}))
 
