@@ -25,6 +25,10 @@ def test_shipped_config_validates(path: Path) -> None:
         validate(RunConfig, tree["run"], source=f"{path}:run")
     elif "sources" in tree:
         validate(PrepareConfig, tree, source=str(path))
+    elif "axes" in tree:  # a sweep file: every point's config gets the pre-build checks (data not opened)
+        from pretrainlab.science.sweep_spec import resolve_sweep
+
+        resolve_sweep(path, check_data=False)
     else:
         cfg = validate(RunConfig, tree, source=str(path))
         from pretrainlab.optim import check_optimizer, check_schedule
