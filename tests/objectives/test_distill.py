@@ -227,3 +227,17 @@ def test_bad_options_name_their_field(options, field):
 def test_defaults():
     objective = build_objective("distill")
     assert isinstance(objective, Distill) and objective.alpha == 0.5 and objective.temperature == 1.0
+
+
+def test_teacher_total_survives_a_resume(setup):
+    from pretrainlab.train.trainer import Trainer
+
+    options = {"objective": "distill", "objective_options": {"alpha": 0.5}, "teacher": str(setup["teacher"])}
+    _train(_student(setup, "resumed", train={"steps": 2}, **options))
+    trainer = Trainer(_student(setup, "resumed", train={"steps": 4}, **options), resume=True)
+    assert trainer.step == 2
+    trainer.fit()
+    lines = _lines(Path(trainer.run_dir))
+    train_lines = [r for r in lines if "lr" in r]
+    assert [r["step"] for r in train_lines] == [1, 2, 3, 4]
+    assert lines[-1]["teacher_total_s"] == pytest.approx(sum(r["teacher_s"] for r in train_lines), abs=1e-5)

@@ -175,6 +175,10 @@ def test_bad_arguments_name_themselves(runs, tmp_path):
         evaluate_ensemble([runs["m0"]], combine="mean")
     with pytest.raises(ConfigError, match="batch_size=0"):
         evaluate_ensemble([runs["m0"]], batch_size=0)
+    with pytest.raises(ConfigError, match="max_tokens_per_domain=0"):
+        evaluate_ensemble([runs["m0"]], max_tokens_per_domain=0)
+    with pytest.raises(ConfigError, match="bootstrap=-1"):
+        evaluate_ensemble([runs["m0"]], bootstrap=-1)
     from pretrainlab.science.ensemble import write_ensemble
 
     with pytest.raises(ConfigError, match="is a run folder"):

@@ -71,6 +71,13 @@ def evaluate_ensemble(
         raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
     if seq_len is not None and seq_len < 1:
         raise ConfigError(f"seq_len={seq_len!r} must be a positive integer")
+    if max_tokens_per_domain is not None and max_tokens_per_domain < 1:
+        raise ConfigError(
+            f"max_tokens_per_domain={max_tokens_per_domain!r} must be a positive integer",
+            hint="leave it out to use the first member's eval.max_tokens_per_domain",
+        )
+    if bootstrap < 0:
+        raise ConfigError(f"bootstrap={bootstrap!r} must be >= 0 (0: no confidence interval)")
     device = torch.device(device)
     runs = expand_members(specs)
     models, configs, prepared = load_members(specs, data=data, device=device)
@@ -229,11 +236,7 @@ def write_ensemble(result: dict[str, Any], out: str | Path) -> tuple[Path, Path]
     folder, whose config.yaml would make it read as a single run.
     """
     out = Path(out)
-    if (out / "config.yaml").is_file():
-        raise ConfigError(
-            f"--out {out} is a run folder (it has config.yaml); an ensemble.json there would be ignored",
-            hint="write the ensemble to a folder of its own, e.g. --out ensembles/seeds-0-3",
-        )
+    check_out_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     png = plot_ensemble(result, out / "ensemble.png")
     path = out / "ensemble.json"
@@ -241,6 +244,16 @@ def write_ensemble(result: dict[str, Any], out: str | Path) -> tuple[Path, Path]
     tmp.write_text(json.dumps(_json_safe(result), indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path, png
+
+
+def check_out_folder(out: str | Path) -> None:
+    """ConfigError when `out` is a run folder: its config.yaml would make the ensemble.json unreadable as
+    a member list (see `eval.members.expand_members`)."""
+    if (Path(out) / "config.yaml").is_file():
+        raise ConfigError(
+            f"--out {out} is a run folder (it has config.yaml); an ensemble.json there would be ignored",
+            hint="write the ensemble to a folder of its own, e.g. --out ensembles/seeds-0-3",
+        )
 
 
 def plot_ensemble(result: dict[str, Any], path: str | Path) -> Path:
@@ -319,6 +332,7 @@ def ensemble_from_cli(args: argparse.Namespace) -> int:
     """`pretrainlab ensemble RUN_A RUN_B ...`: evaluate, print the table, write ensemble.json + .png."""
     from pretrainlab.train.distributed import resolve_device
 
+    check_out_folder(args.out)  # before the evaluation, not after it
     result = evaluate_ensemble(
         args.runs,
         data=args.data,
