@@ -89,7 +89,7 @@ def evaluate_ensemble(
             raise ConfigError(
                 f"ensemble member {run} handles sequences of at most {longest} tokens, shorter than the "
                 f"evaluation seq_len {seq_len} (the first member's data.seq_len)",
-                hint=f"evaluate at --seq-len {longest} or lower, or leave that member out",
+                hint=f"evaluate at --seq-len (seq_len=) {longest} or lower, or leave that member out",
             )
     cap = first.eval.max_tokens_per_domain if max_tokens_per_domain is None else max_tokens_per_domain
     domains = [d for d in prepared.domains if prepared.shard(d, "val").n_tokens > 1]
