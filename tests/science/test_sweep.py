@@ -196,3 +196,13 @@ def test_sigterm_is_forwarded_to_the_runs_which_checkpoint(tmp_path: Path, tiny_
     rows = load_results(tmp_path / "sweeps" / "wd")
     assert [r["status"] for r in rows] == ["pending", "pending"]  # the second never started
     assert not (tmp_path / "sweeps" / "wd" / "runs" / "lr-0.002_s0").exists()
+
+
+def test_a_sweep_folder_another_live_sweep_is_running_is_refused(tmp_path: Path, tiny_prepared: Path) -> None:
+    path = sweep_file(tmp_path, tiny_prepared, [{"grid": {"optim.lr": [1e-3]}}])
+    folder = write_sweep_folder(resolve_sweep(path), executor="local", jobs=1)
+    other = os.getppid()  # a live process that is not this one
+    (folder / "status.json").write_text(json.dumps({"pid": other, "points": {"lr-0.001_s0": {"status": "running"}}}))
+    with pytest.raises(ConfigError, match=f"is being run by process {other}"):
+        run_sweep(path, quiet=True)
+    assert [r["status"] for r in load_results(folder)] == ["running"]

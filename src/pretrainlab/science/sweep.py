@@ -104,13 +104,15 @@ def run_sweep(
     """
     sweep = resolve_sweep(spec_or_path, overrides)
     plan = plan_sweep(sweep)
+    _refuse_if_running_elsewhere(sweep.folder)
     ex = _executor(sweep.spec, executor, jobs)
-    ex.prepare()
+    todo = [pp for pp in plan if pp.state != "done"]
+    done = len(plan) - len(todo)
+    if todo:
+        ex.prepare()  # e.g. connect to Ray: a missing package fails here, before anything is written
     say: Callable[[str], None] = (lambda _: None) if quiet else (lambda s: print(s, flush=True))
     write_sweep_folder(sweep, executor=ex.name, jobs=getattr(ex, "jobs", None))
     book = StatusBook(sweep.folder)
-    todo = [pp for pp in plan if pp.state != "done"]
-    done = len(plan) - len(todo)
     say(f"sweep {sweep.folder}: {len(plan)} points, {done} already done, {len(todo)} to run ({ex.name} executor)")
     tasks = {pp.point.name: pp for pp in todo}
     counter = {"started": 0}
@@ -186,6 +188,17 @@ def plan_sweep(sweep: Sweep) -> list[PlannedPoint]:
             hint="give the sweep a new name (name=...), or delete those run folders to redo the points",
         )
     return plan
+
+
+def _refuse_if_running_elsewhere(folder: Path) -> None:
+    status = _read_status(folder)
+    running = [n for n, e in status["points"].items() if e.get("status") == "running"]
+    if status["alive"] and status["pid"] != os.getpid() and running:
+        raise ConfigError(
+            f"sweep {folder} is being run by process {status['pid']} (running {', '.join(running[:3])})",
+            hint=f"wait for it or stop it (kill {status['pid']}); if that process is not a sweep, delete "
+            f"{folder / STATUS_FILE}",
+        )
 
 
 def config_diff(existing: RunConfig, wanted: RunConfig) -> list[str]:
@@ -340,9 +353,9 @@ def load_results(sweep_dir: str | Path) -> list[dict[str, Any]]:
 def _read_status(folder: Path) -> dict[str, Any]:
     try:
         data = json.loads((folder / STATUS_FILE).read_text(encoding="utf-8"))
-        return {"alive": _pid_alive(int(data["pid"])), "points": dict(data["points"])}
+        return {"pid": int(data["pid"]), "alive": _pid_alive(int(data["pid"])), "points": dict(data["points"])}
     except (OSError, ValueError, KeyError, TypeError):
-        return {"alive": False, "points": {}}
+        return {"pid": None, "alive": False, "points": {}}
 
 
 def _status(name: str, end: dict[str, Any] | None, status: dict[str, Any]) -> str:

@@ -294,9 +294,33 @@ def _with_values(tree: dict[str, Any], values: dict[str, Any], where: str) -> di
 
 
 def _check_reserved(values: dict[str, Any], where: str) -> None:
-    for key in values:
+    for key, value in values.items():
         if key in RESERVED_KEYS:
             raise ConfigError(f"{where}: {key!r} cannot be swept or overridden: {RESERVED_KEYS[key]}")
+        if isinstance(value, dict) and _is_section(key):
+            first = next(iter(value), "key")
+            raise ConfigError(
+                f"{where}: {key!r} is a whole config section; a mapping here would replace all of it",
+                hint=f"write its keys dotted, e.g. {key}.{first}: ...",
+            )
+
+
+def _is_section(key: str) -> bool:
+    """Whether dotted `key` names a nested config model (optim, model.x ...) rather than a value field."""
+    import typing
+
+    from pydantic import BaseModel
+
+    cls: Any = RunConfig
+    annotation: Any = None
+    for part in key.split("."):
+        fields = getattr(cls, "model_fields", None)
+        if fields is None or part not in fields:
+            return False
+        annotation = fields[part].annotation
+        models = [a for a in (annotation, *typing.get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        cls = models[0] if models else None
+    return cls is not None
 
 
 # --------------------------------------------------------------------------------------------
@@ -503,12 +527,21 @@ def point_name(values: dict[str, Any], seed: int, labels: dict[str, str] | None 
     start and end with a hash of the whole name.
     """
     labels = labels or key_labels(list(values))
-    parts = [f"{labels.get(k, k)}-{format_value(v)}" for k, v in values.items()]
+    parts = [f"{labels.get(k, k)}-{_name_value(v)}" for k, v in values.items()]
     name = _SAFE.sub("_", "_".join(parts + [f"s{seed}"]) if parts else f"base_s{seed}")
     if len(name) > MAX_NAME_LEN:
         digest = hashlib.sha1(name.encode()).hexdigest()[:10]
         name = f"{name[: MAX_NAME_LEN - 11 - 8]}-{digest}{name[-8:]}"
     return name
+
+
+def _name_value(value: Any) -> str:
+    """A value as a name part: mappings as `code3+web1`, lists as `a+b`, the rest as `format_value`."""
+    if isinstance(value, dict):
+        return "+".join(f"{k}{_name_value(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return "+".join(_name_value(v) for v in value)
+    return format_value(value)
 
 
 def _unique_names(raw: list[tuple[str, dict[str, Any], int, str]]) -> list[str]:
