@@ -113,7 +113,8 @@ def test_bad_inputs_fail_clearly() -> None:
     with pytest.raises(ConfigError, match="at least one model"):
         sample([])
     torch.manual_seed(0)
-    wider = build_model(resolve_model_config(ModelConfig(n_layers=1, d_model=32, n_heads=4), vocab_size=VOCAB + 8, seq_len=SEQ))
+    wider_cfg = resolve_model_config(ModelConfig(n_layers=1, d_model=32, n_heads=4), vocab_size=VOCAB + 8, seq_len=SEQ)
+    wider = build_model(wider_cfg)
     with pytest.raises(ConfigError, match="vocabulary sizes"):
         sample([m, wider])
     assert sample([m], n_rows=0).shape == (0, SEQ)

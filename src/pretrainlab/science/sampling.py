@@ -10,7 +10,7 @@ end the row: sampling continues, and the token becomes a document boundary.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Generator, Sequence
 
 import numpy as np
 import torch
@@ -36,7 +36,6 @@ def sample_sequences(
     pad_id: int,
     vocab_size: int | None = None,
     autocast_dtype: torch.dtype | None = None,
-    on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """(n_rows, seq_len) int64 token ids sampled after an end-of-text token.
 
@@ -44,8 +43,37 @@ def sample_sequences(
     (`combine`: "logits" = mean of logits, "probs" = mean of probabilities). Temperature 0 is greedy.
     The padding token, and ids >= `vocab_size` (the tokenizer's, when the model's output is wider), are
     never drawn. Rows are sampled `batch_size` at a time; the result is a pure function of the models,
-    `seed` and `batch_size` on a given device. `on_batch(rows_done)` is called after every batch.
+    `seed` and `batch_size` on a given device.
     """
+    out = np.empty((n_rows, seq_len), dtype=np.int64)
+    done = 0
+    for batch in iter_sample_batches(
+        models, n_rows=n_rows, seq_len=seq_len, temperature=temperature, combine=combine, batch_size=batch_size,
+        seed=seed, device=device, eot_id=eot_id, pad_id=pad_id, vocab_size=vocab_size, autocast_dtype=autocast_dtype,
+    ):
+        out[done : done + len(batch)] = batch
+        done += len(batch)
+    return out
+
+
+def iter_sample_batches(
+    models: Sequence[nn.Module],
+    *,
+    n_rows: int,
+    seq_len: int,
+    temperature: float = 1.0,
+    combine: Combine = "logits",
+    batch_size: int = 64,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    eot_id: int,
+    pad_id: int,
+    vocab_size: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> Generator[np.ndarray, None, None]:
+    """`sample_sequences` one batch at a time ((rows, seq_len) int64 arrays, the same rows in the same
+    order), so a caller can write them out as they come. The settings are checked now, not at the first
+    batch; stopping early stops sampling."""
     _check(models, n_rows=n_rows, seq_len=seq_len, temperature=temperature, batch_size=batch_size)
     device = torch.device(device)
     n_vocab = int(models[0].output_weight.shape[0])  # type: ignore[union-attr]
@@ -54,24 +82,26 @@ def sample_sequences(
         banned[pad_id] = True
     if vocab_size is not None:
         banned[vocab_size:] = True
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
-    out = np.empty((n_rows, seq_len), dtype=np.int64)
-    modes = [m.training for m in models]
-    for m in models:
-        m.eval()
-    try:
-        with torch.inference_mode(), autocast(device, autocast_dtype):
+
+    def batches() -> Generator[np.ndarray, None, None]:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed)
+        modes = [m.training for m in models]
+        for m in models:
+            m.eval()
+        try:
             for start in range(0, n_rows, batch_size):
                 rows = min(batch_size, n_rows - start)
-                batch = _sample_batch(models, rows, seq_len, eot_id, banned, temperature, combine, generator, device)
-                out[start : start + rows] = batch.cpu().numpy()
-                if on_batch is not None:
-                    on_batch(start + rows)
-    finally:
-        for m, mode in zip(models, modes):
-            m.train(mode)
-    return out
+                # Entered per batch: a generator suspended inside inference_mode would leak it to the caller.
+                with torch.inference_mode(), autocast(device, autocast_dtype):
+                    batch = _sample_batch(models, rows, seq_len, eot_id, banned, temperature, combine, generator,
+                                          device)
+                yield batch.cpu().numpy()
+        finally:
+            for m, mode in zip(models, modes):
+                m.train(mode)
+
+    return batches()
 
 
 def _sample_batch(
@@ -115,11 +145,15 @@ def _check(
             f"sampling needs n_rows >= 0, seq_len >= 1 and batch_size >= 1 (got {n_rows}, {seq_len}, {batch_size})",
             hint="e.g. --seq-len 128 --batch-size 64",
         )
-    if not temperature >= 0 or temperature == float("inf"):
-        raise ConfigError(f"temperature must be a finite number >= 0 (got {temperature})", hint="1.0 samples the teacher as is")
+    if not 0 <= temperature < float("inf"):
+        raise ConfigError(
+            f"temperature must be a finite number >= 0 (got {temperature})", hint="1.0 samples the teacher as is"
+        )
     vocab = {int(m.output_weight.shape[0]) for m in models}  # type: ignore[union-attr]
     if len(vocab) != 1:
-        raise ConfigError(f"the models have different vocabulary sizes {sorted(vocab)}", hint="ensemble runs of one tokenizer")
+        raise ConfigError(
+            f"the models have different vocabulary sizes {sorted(vocab)}", hint="ensemble runs of one tokenizer"
+        )
     for m in models:
         require_kv_cache(m)
         limit = int(m.cfg.max_seq_len)  # type: ignore[union-attr]

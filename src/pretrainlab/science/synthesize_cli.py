@@ -14,12 +14,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="new prepared-data folder: the base data plus the synthetic domain")
     p.add_argument("--data", default=None, help="base prepared data to copy in (default: the first teacher's)")
     p.add_argument("--domain", default="synthetic", help="name of the synthetic domain")
-    p.add_argument("--combine", choices=["logits", "probs"], default="logits")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seq-len", type=int, default=None, help="tokens per sampled sequence (default: the teacher's seq_len)")
+    p.add_argument("--combine", choices=["logits", "probs"], default="logits",
+                   help="ensemble rule: mean of logits (Kim et al.) or mean of probabilities")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0: greedy)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="tokens per sampled sequence (default: the teacher's seq_len)")
     p.add_argument("--batch-size", type=int, default=64, help="sequences sampled at once")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="same seed, batch size and device: same tokens")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing prepared-data folder at --out")
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:<i>")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="autocast while sampling (auto: bf16 where the hardware computes it natively)")
     p.set_defaults(func=run)
 
 
