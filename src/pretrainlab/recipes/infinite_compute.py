@@ -82,7 +82,11 @@ class Point:
 
     @property
     def key(self) -> tuple[Any, ...]:
-        return (self.size, self.weight_decay, self.epochs, self.seed, self.data, self.weights)
+        return (*self.unseeded, self.seed)
+
+    @property
+    def unseeded(self) -> tuple[Any, ...]:
+        return (self.size, self.weight_decay, self.epochs, self.data, self.weights)
 
 
 def base_tree(scale: Scale) -> dict[str, Any]:
@@ -98,15 +102,16 @@ def base_tree(scale: Scale) -> dict[str, Any]:
 
 
 def point_overrides(scale: Scale, p: Point, train_tokens: int) -> dict[str, Any]:
-    """The dotted overrides that make `p` from `base_tree`; epochs are counted over the full budget's D, so
-    a run on a fraction of the data does the same number of steps (compute fixed, data varied)."""
+    """The dotted overrides that make `p` from `base_tree` (its seed is set by the sweep's `seeds`); epochs
+    are counted over the full budget's D, so a run on a fraction of the data does the same number of steps
+    (compute fixed, data varied)."""
     _, layers, width, heads = next(s for s in scale.sizes if s[0] == p.size)
     tokens_per_step = scale.seq_len * scale.batch_rows
     steps = max(1, round(p.epochs * train_tokens / tokens_per_step))
     out: dict[str, Any] = {
         "model.n_layers": layers, "model.d_model": width, "model.n_heads": heads,
         "optim.weight_decay": p.weight_decay, "train.steps": steps,
-        "eval.every": max(1, steps // scale.evals_per_run), "seed": p.seed, "data.path": p.data,
+        "eval.every": max(1, steps // scale.evals_per_run), "data.path": p.data,
     }
     if p.weights:
         out["data.weights"] = dict(p.weights)

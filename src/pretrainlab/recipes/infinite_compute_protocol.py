@@ -7,7 +7,7 @@ any point and started again skips finished runs and resumes interrupted ones.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,21 +47,32 @@ class RunBook:
         self.sweep_dirs: list[Path] = []
 
     def sweep(self, name: str, points: list[Point]) -> None:
-        from pretrainlab.science.sweep import run_sweep
-
+        """Run the points not run yet. A sweep repeats each point over one list of seeds, so points are
+        grouped by the seeds they still need, one sweep folder (`<name>-<k>`) per group."""
         todo: dict[tuple[Any, ...], Point] = {}
         for p in points:
             if p.key not in self.rows:
                 todo.setdefault(p.key, p)
-        if not todo:
-            return
-        wanted = {p.key: point_overrides(self.scale, p, self.data.train_tokens[self.data.full.as_posix()])
-                  for p in todo.values()}
+        groups: dict[tuple[Any, ...], list[Point]] = {}
+        for p in todo.values():
+            groups.setdefault(p.unseeded, []).append(p)
+        by_seeds: dict[tuple[int, ...], list[tuple[Any, ...]]] = {}
+        for base, ps in groups.items():
+            by_seeds.setdefault(tuple(sorted(p.seed for p in ps)), []).append(base)
+        for k, (seeds, bases) in enumerate(sorted(by_seeds.items())):
+            self._sweep(f"{name}-{k + 1}" if len(by_seeds) > 1 else name, [groups[b][0] for b in bases], list(seeds))
+
+    def _sweep(self, name: str, points: list[Point], seeds: list[int]) -> None:
+        from pretrainlab.science.sweep import run_sweep
+
+        full = self.data.train_tokens[self.data.full.as_posix()]
+        wanted = [(p, point_overrides(self.scale, p, full)) for p in points]
         spec = {
             "name": name,
             "out_dir": str(self.ctx.out / "sweeps"),
             "base": base_tree(self.scale),
-            "axes": [{"list": list(wanted.values())}],
+            "axes": [{"list": [o for _, o in wanted]}],
+            "seeds": seeds,
             "executor": "local",
             "jobs": self.ctx.jobs,
         }
@@ -71,13 +82,14 @@ class RunBook:
         by_name = {str(r["name"]): r for r in rows}
         listing = json.loads((sweep_dir / "points.json").read_text())
         failed: list[str] = []
-        for key, overrides in wanted.items():
-            entry = next((e for e in listing if _same(overrides, e["overrides"])), None)
-            row = by_name.get(entry["name"]) if entry is not None else None
-            if row is None or row.get("status") != "done":
-                failed.append(entry["name"] if entry else str(key))
-                continue
-            self.rows[key] = row
+        for p, overrides in wanted:
+            for seed in seeds:
+                entry = next((e for e in listing if e["seed"] == seed and _same(overrides, e["overrides"])), None)
+                row = by_name.get(entry["name"]) if entry is not None else None
+                if row is None or row.get("status") != "done":
+                    failed.append(entry["name"] if entry else f"{p} seed {seed}")
+                    continue
+                self.rows[replace(p, seed=seed).key] = row
         if failed:
             raise PretrainlabError(
                 f"{len(failed)} run(s) of stage {name!r} did not finish: {', '.join(failed[:5])}",
