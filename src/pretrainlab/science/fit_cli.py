@@ -1,4 +1,4 @@
-"""`pretrainlab fit SWEEP_DIR --law power|chinchilla [--x params|avg_params|tokens]`."""
+"""`pretrainlab fit SWEEP_DIR --law power|chinchilla [--x params|params_total|avg_params|tokens]`."""
 
 from __future__ import annotations
 
@@ -6,14 +6,33 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fit", help="fit a scaling law to a sweep's final losses")
+    p = sub.add_parser(
+        "fit",
+        help="fit a scaling law to a sweep's final losses",
+        description="Fit L = E + A/x^alpha (or E + A/N^alpha + B/D^beta) to the finished runs of one or more "
+        "sweeps, one fit per --by group, with bootstrap 95 percent intervals; writes fit-<law>-<x>.json and .png.",
+    )
     p.add_argument("sweeps", nargs="+", help="sweep folder(s) (or a results.csv)")
     p.add_argument("--law", choices=["power", "chinchilla"], default="power")
-    p.add_argument("--x", choices=["params", "avg_params", "tokens"], default="params")
+    p.add_argument(
+        "--x",
+        choices=["params", "params_total", "avg_params", "tokens"],
+        default="params",
+        help="params: final non-embedding parameter count (as Kim et al. 2025); params_total: with embeddings; "
+        "avg_params: average count over training (The Journey Matters); tokens: training tokens. "
+        "With --law chinchilla, the parameter axis (tokens is the other)",
+    )
     p.add_argument("--y", default="val_loss", help="the metric to fit (a results.csv column)")
-    p.add_argument("--by", default=None, help="fit one law per value of this column (e.g. a recipe axis)")
+    p.add_argument("--by", default=None, help="fit one law per value of this column (e.g. a recipe axis, or sweep)")
     p.add_argument("--extrapolate", type=float, action="append", default=[], help="predict the loss at this x")
+    p.add_argument(
+        "--extrapolate-tokens",
+        type=float,
+        default=None,
+        help="chinchilla: the token count for --extrapolate (default: the largest in the sweep)",
+    )
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the confidence intervals")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
     p.add_argument("--out", default=None, help="folder for fit JSON and plots (default: SWEEP/fits)")
     p.set_defaults(func=run)
 
