@@ -197,6 +197,17 @@ def test_degenerate_chinchilla_input_fails_loudly():
         fit_chinchilla(n, np.where(np.arange(25) == 3, np.nan, d), y)
 
 
+def test_losses_that_do_not_fall_with_x_fail_loudly():
+    """Flat (identical ensemble members) or rising losses: alpha = 0 and E is arbitrary, so no fit is returned."""
+    with pytest.raises(FitError, match="the loss does not fall with K over these 4 points: the fitted alpha is 0"):
+        fit_power_law([1, 2, 3, 4], [3.1, 3.1, 3.1, 3.1], x_name="K")
+    with pytest.raises(FitError, match="does not fall with params"):
+        fit_power_law(X, 2.0 + 0.01 * np.log(X), x_name="params", bootstrap=0)
+    n, d, y = _grid()
+    with pytest.raises(FitError, match="does not fall with tokens .* the fitted beta is 0"):
+        fit_chinchilla(n, d, CHINCHILLA["E"] + CHINCHILLA["A"] / n ** CHINCHILLA["alpha"] + 0.01 * np.log(d))
+
+
 def test_bad_options_fail_loudly():
     with pytest.raises(FitError, match="bootstrap must be >= 0"):
         fit_power_law(X, _power(X, PLANTED), bootstrap=-1)

@@ -198,6 +198,16 @@ def _fit(
             f"(L-BFGS-B: {message})",
             hint="check the points for a wrong column or unit, or add points spanning a wider range",
         )
+    exponents = {"alpha": best_theta[2]} if law == "power" else {"alpha": best_theta[2], "beta": best_theta[4]}
+    flat = [k for k, v in exponents.items() if v <= _ALPHA_BOUNDS[0] + 1e-6]
+    if flat:
+        over = x_name if flat == ["alpha"] else "tokens" if flat == ["beta"] else f"{x_name} and tokens"
+        raise FitError(
+            f"the loss does not fall with {over} over these {len(y)} points: the fitted {' and '.join(flat)} "
+            f"{'is' if len(flat) == 1 else 'are'} 0, so the asymptote E cannot be told apart from the coefficient",
+            hint="a scaling law needs losses that decrease with x: check the --x/--y columns, or leave out the "
+            "sizes past the point where the recipe overfits",
+        )
     names = _names(law)
     samples: np.ndarray | None = None
     ci: dict[str, tuple[float, float]] = {}
