@@ -180,5 +180,6 @@ def test_a_law_the_points_do_not_pin_down_gets_a_note(tmp_path, capsys):
     assert main(["fit", str(sweep), "--bootstrap", "30"]) == 0
     out = capsys.readouterr().out
     assert "note: the fit: the 95% intervals of" in out and "do not pin this law down" in out
+    assert "note: the fit: only 3 distinct values of params for 3 parameters" in out
     record = json.loads((sweep / "fits" / "fit-power-params.json").read_text())
     assert any("do not pin this law down" in n for n in record["notes"])

@@ -120,7 +120,7 @@ def fit_sweeps(
         except FitError as e:
             where = f"{by}={g}: " if by else ""
             raise FitError(f"{where}{e.message}", hint=e.hint) from None
-        notes += _fit_notes(fits[g], f"{by}={g}" if by else "the fit", bootstrap)
+        notes += _fit_notes(fits[g], f"{by}={g}" if by else "the fit", bootstrap, len(set(xs)))
 
     extrapolations: dict[str, list[dict[str, Any]]] = {}
     for g, fit in fits.items():
@@ -301,10 +301,14 @@ def _check_counts(
             )
 
 
-def _fit_notes(fit: FitResult, label: str, requested: int) -> list[str]:
-    """Warnings a reader of the table needs: resamples left out, intervals that reach the optimiser's bounds
-    (then the points do not pin the law down, whatever the point estimate says)."""
+def _fit_notes(fit: FitResult, label: str, requested: int, distinct_x: int) -> list[str]:
+    """Warnings a reader of the table needs: as many sizes as parameters, resamples left out, intervals that
+    reach the optimiser's bounds (then the points do not pin the law down, whatever the point estimate says)."""
     notes = []
+    if fit.law == "power" and distinct_x <= len(fit.params):
+        notes.append(f"{label}: only {distinct_x} distinct values of {fit.x_name} for {len(fit.params)} parameters: "
+                     "the law is pinned by the seeds' spread alone (the robust fit may pass anywhere between the "
+                     "middle seeds); more sizes make it trustworthy")
     if requested and fit.n_bootstrap < 0.95 * requested:
         notes.append(f"{label}: {requested - fit.n_bootstrap} of {requested} bootstrap resamples did not converge "
                      "and were left out")
