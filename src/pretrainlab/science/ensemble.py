@@ -279,6 +279,16 @@ def plot_ensemble(result: dict[str, Any], path: str | Path) -> Path:
                     ax.fill_between(curve["x"], curve["lo"], curve["hi"], color="C2", alpha=0.2, label="95% band")
             e = fit["params"]["E"]
             ax.axhline(e, color="C3", linestyle=":", label=f"asymptote E_K = {e:.4f}")
+        # The y-range follows the points, the fitted curve and the asymptote; a wide bootstrap band (a
+        # poorly determined fit) is clipped rather than allowed to flatten the points.
+        shown = [*result["val_loss"], *result["member_val_loss"]]
+        if fit:
+            shown += [*((fit.get("curve") or {}).get("y") or []), fit["params"]["E"]]
+        shown = [v for v in shown if v is not None and math.isfinite(v)]
+        if shown:
+            lo, hi = min(shown), max(shown)
+            pad = 0.1 * (hi - lo) or 0.01 * abs(hi) or 0.01
+            ax.set_ylim(lo - pad, hi + pad)
         ax.set_xscale("log")
         ax.set_xticks(k)
         ax.set_xticklabels([str(int(x)) for x in k])
