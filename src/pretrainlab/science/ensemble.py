@@ -66,7 +66,9 @@ def evaluate_ensemble(
     from pretrainlab.eval.windows import val_windows
 
     if combine not in COMBINE_RULES:
-        raise ConfigError(f"combine={combine!r} is not an ensemble rule", hint="use 'logits' (mean of logits) or 'probs'")
+        raise ConfigError(
+            f"combine={combine!r} is not an ensemble rule", hint="use 'logits' (mean of logits) or 'probs'"
+        )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
     if seq_len is not None and seq_len < 1:
