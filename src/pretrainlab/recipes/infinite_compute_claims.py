@@ -334,6 +334,18 @@ def _plot_fit_only(fits: dict[str, Any], points: dict[str, tuple[list[float], li
     good = {k: f for k, f in fits.items() if f is not None}
     if good:
         plot_fits(good, {k: points[k] for k in good}, path, x_label=x_label, y_label="validation loss (nats/token)")
+        return
+    plt = _pyplot()  # no law could be fitted: the points alone, so the plot still shows why
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    for label, (xs, ys) in points.items():
+        ax.scatter(xs, ys, label=f"{label} (no fit)")
+    ax.set_xscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _plot_ensemble(ens: list[float], members: list[float], largest: list[float], largest_label: str,

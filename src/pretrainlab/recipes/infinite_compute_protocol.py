@@ -208,7 +208,7 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
 
 
 def _ensemble(ctx: ReplicationContext, scale: Scale, runs: list[Path], data: Path) -> dict[str, Any]:
-    from pretrainlab.science.ensemble import evaluate_ensemble
+    from pretrainlab.science.ensemble import evaluate_ensemble, write_ensemble
 
     out = ctx.out / "ensemble"
     cached = out / "ensemble.json"
@@ -218,11 +218,8 @@ def _ensemble(ctx: ReplicationContext, scale: Scale, runs: list[Path], data: Pat
             return result
     result = evaluate_ensemble([str(r) for r in runs], data=str(data), combine="logits",
                                max_tokens_per_domain=scale.val_tokens, batch_size=32)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    tmp.replace(cached)
-    return result
+    write_ensemble(result, out)
+    return json.loads(cached.read_text())
 
 
 def _synthesize(ctx: ReplicationContext, scale: Scale, teachers: list[Path], data: Path) -> dict[str, Any]:
@@ -236,7 +233,7 @@ def _synthesize(ctx: ReplicationContext, scale: Scale, teachers: list[Path], dat
             return {"path": out.as_posix(), "manifest": existing.manifest}
     path = synthesize([str(t) for t in teachers], tokens=scale.synthetic_tokens, out=str(out), data=str(data),
                       domain=SYNTHETIC_DOMAIN, combine="logits", temperature=1.0, batch_size=64, seed=0,
-                      overwrite=True)
+                      overwrite=True, progress=False)
     return {"path": Path(path).as_posix(), "manifest": PreparedData(path).manifest}
 
 
