@@ -3,8 +3,10 @@
 A model that supports it (`model.kv_cache.supports_kv_cache`: the Decoder with a cache-aware attention)
 decodes with a KV cache: the prompt is prefilled once and each step runs one token. When the context would
 outgrow `max_seq_len`, the cache is refilled from the last `max_seq_len` tokens, so every step conditions
-on exactly the window the uncached path would use. Any other module (`forward(tokens)` + `logits`) is run
-on the whole cropped window every step.
+on exactly the window the uncached path would use. Once the context is past the window this happens at
+every step (the window slides by one token, and RoPE positions start again at 0), so each of those steps
+re-prefills the whole window: no speed-up over the uncached path there, and exactly its output. Any other
+module (`forward(tokens)` + `logits`) is run on the whole cropped window every step.
 """
 
 from __future__ import annotations
@@ -83,7 +85,12 @@ def generate(
 
 
 class _CachedStep:
-    """Next-token logits for a growing id list, feeding the model only the ids its KV cache lacks."""
+    """Next-token logits for a growing id list, feeding the model only the ids its KV cache lacks.
+
+    While the list fits the window, a step feeds only the new ids. Past the window, every step resets the
+    cache and prefills the last `window` ids (a full-window forward, as costly as the uncached path and
+    equal to it), because cached keys carry the rotary positions of a window that has since moved.
+    """
 
     def __init__(self, model: nn.Module, max_seq_len: int | None, device: torch.device) -> None:
         from pretrainlab.model.kv_cache import KVCache
