@@ -241,3 +241,35 @@ def test_teacher_total_survives_a_resume(setup):
     train_lines = [r for r in lines if "lr" in r]
     assert [r["step"] for r in train_lines] == [1, 2, 3, 4]
     assert lines[-1]["teacher_total_s"] == pytest.approx(sum(r["teacher_s"] for r in train_lines), abs=1e-5)
+
+
+def test_teacher_clock_starts_after_the_queued_student_work(monkeypatch):
+    """On CUDA the student's forward is still queued when the teacher starts: the device is synchronised
+    before the clock starts and before it stops, so `teacher_s` is the teacher's time alone."""
+    import pretrainlab.objectives.distill as distill
+
+    events: list[str] = []
+
+    class Clock:
+        @staticmethod
+        def perf_counter() -> float:
+            events.append("clock")
+            return float(len(events))
+
+    monkeypatch.setattr(distill, "time", Clock)
+    monkeypatch.setattr(distill, "wait_for_device", lambda device: events.append(f"wait {device.type}"))
+    objective = Distill(alpha=1.0)
+    objective.set_teacher([_Fixed(torch.randn(1, 4, 6), trainable=False)])
+    objective.teacher_log_probs(torch.zeros(1, 4, dtype=torch.long))
+    assert events == ["wait cpu", "clock", "wait cpu", "clock"]
+
+
+def test_waiting_for_the_device_synchronises_cuda_only(monkeypatch):
+    import pretrainlab.objectives.distill as distill
+
+    synced: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))
+    distill.wait_for_device(torch.device("cpu"))
+    assert synced == []
+    distill.wait_for_device(torch.device("cuda", 1))
+    assert synced == [torch.device("cuda", 1)]

@@ -132,17 +132,26 @@ class Distill:
         """(teacher log-probabilities at temperature T, (B, T, V) float32, an ordinary tensor; seconds spent).
 
         Runs under inference mode (and whatever autocast the caller set); the result is cloned out of
-        inference mode so autograd may save it for the student's backward pass.
+        inference mode so autograd may save it for the student's backward pass. On a GPU the clock starts
+        after the student's queued work (its forward pass) has finished and stops after the teacher's, so
+        the seconds are the teacher's alone.
         """
+        wait_for_device(inputs.device)
         start = time.perf_counter()
         with torch.inference_mode():
             stacked = torch.stack([m.logits(m(inputs)).float() for m in self.teacher])  # type: ignore[operator]
             combined = combine_logits(stacked, self.combine)
             logp = torch.log_softmax(combined / self.temperature, dim=-1)
-        if logp.device.type == "cuda":
-            torch.cuda.synchronize(logp.device)
+        wait_for_device(logp.device)
         seconds = time.perf_counter() - start
         return logp.clone(), seconds
+
+
+def wait_for_device(device: torch.device) -> None:
+    """Block until the work queued on a CUDA `device` is done (CUDA kernels run asynchronously, so a
+    wall clock read without it measures whatever was queued before); nothing on other devices."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class DistillMeter(Callback):
