@@ -91,6 +91,13 @@ def _write(src: PreparedData, root: Path, recipe: dict[str, Any], domains: list[
                     hint="lower the token budget or prepare more data",
                 )
             chunks = _chunks(shard, min(tokens, shard.n_tokens), recipe["chunk_tokens"], rng)
+            written = sum(c.size + 1 for c in chunks)
+            if split == "train" and written < tokens - 1:
+                raise DataError(
+                    f"domain {domain!r} of {src.path}: only {written:,} of the budget's {tokens:,} training "
+                    f"tokens fit in whole chunks of {recipe['chunk_tokens']}",
+                    hint="lower the token budget or the chunk size, or prepare more data",
+                )
             with ShardWriter(root, domain, split, src.dtype) as w:
                 for chunk in chunks:
                     doc = np.append(chunk, src.eot_id).astype(np.int64)

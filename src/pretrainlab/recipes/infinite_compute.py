@@ -53,7 +53,7 @@ SCALES: dict[str, Scale] = {
     "tiny": Scale(
         train_tokens=65_536, val_tokens=32_768, seq_len=128, batch_rows=32,
         sizes=(("0.1M", 2, 64, 2), ("0.2M", 4, 64, 2), ("0.4M", 2, 128, 4), ("0.8M", 4, 128, 4)),
-        grid_sizes=("0.2M", "0.8M"), weight_decays=(0.1, 0.3, 1.0, 3.0), epochs=(4, 8, 16),
+        grid_sizes=("0.2M", "0.8M"), weight_decays=(0.1, 0.3, 1.0, 3.0), epochs=(8, 16, 32),
         member_size="0.2M", ensemble_k=4, synthetic_tokens=262_144, synthetic_share=0.75,
         data_fractions=(0.125, 0.25, 0.5), lr=3e-3, evals_per_run=8,
     ),

@@ -7,6 +7,7 @@ any point and started again skips finished runs and resumes interrupted ones.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from pretrainlab.recipes.infinite_compute import DEFAULT_WD, Point, Scale, base_
 from pretrainlab.science.replication import ReplicationContext, ReplicationResult
 
 SYNTHETIC_DOMAIN = "synthetic"
+GRID_SEED = 0  # the grid picks the settings on this seed; every compared run uses other seeds
 
 
 @dataclass
@@ -46,21 +48,25 @@ class RunBook:
         self.rows: dict[tuple[Any, ...], dict[str, Any]] = {}
         self.sweep_dirs: list[Path] = []
 
-    def sweep(self, name: str, points: list[Point]) -> None:
-        """Run the points not run yet. A sweep repeats each point over one list of seeds, so points are
-        grouped by the seeds they still need, one sweep folder (`<name>-<k>`) per group."""
+    def sweep(self, name: str, points: list[Point], *, per_seed: bool = True) -> None:
+        """Run the points not run yet, one sweep folder per seed (`<name>-s<seed>`), so a point's run always
+        lives in the same folder whatever `--seeds` is (a sweep repeats all its points over one seed list);
+        with `per_seed=False` all points share one seed and the folder is `<name>`. The costliest points go
+        first, so the last ones to finish are short."""
         todo: dict[tuple[Any, ...], Point] = {}
         for p in points:
             if p.key not in self.rows:
                 todo.setdefault(p.key, p)
-        groups: dict[tuple[Any, ...], list[Point]] = {}
-        for p in todo.values():
-            groups.setdefault(p.unseeded, []).append(p)
-        by_seeds: dict[tuple[int, ...], list[tuple[Any, ...]]] = {}
-        for base, ps in groups.items():
-            by_seeds.setdefault(tuple(sorted(p.seed for p in ps)), []).append(base)
-        for k, (seeds, bases) in enumerate(sorted(by_seeds.items())):
-            self._sweep(f"{name}-{k + 1}" if len(by_seeds) > 1 else name, [groups[b][0] for b in bases], list(seeds))
+        seeds = sorted({p.seed for p in todo.values()})
+        if not per_seed and len(seeds) > 1:
+            raise ValueError(f"sweep {name!r}: points of several seeds {seeds} need per_seed=True")
+        for seed in seeds:
+            batch = sorted((p for p in todo.values() if p.seed == seed), key=lambda p: -self._cost(p))
+            self._sweep(f"{name}-s{seed}" if per_seed else name, batch, [seed])
+
+    def _cost(self, p: Point) -> float:
+        _, layers, width, _ = next(s for s in self.scale.sizes if s[0] == p.size)
+        return p.epochs * layers * width * width
 
     def _sweep(self, name: str, points: list[Point], seeds: list[int]) -> None:
         from pretrainlab.science.sweep import run_sweep
@@ -151,10 +157,14 @@ def choose(scale: Scale, book: RunBook, data: Path) -> Choice:
     choice = Choice()
     order = [label for label, *_ in scale.sizes]
     for size in scale.grid_sizes:
-        runs = [(wd, e, book.loss(Point(size, wd, e, 0, data.as_posix(), "grid")))
+        runs = [(wd, e, book.loss(Point(size, wd, e, GRID_SEED, data.as_posix(), "grid")))
                 for wd in scale.weight_decays for e in scale.epochs]
-        choice.grid_best[size] = min(runs, key=lambda r: r[2])
-        default = [r for r in runs if r[0] == DEFAULT_WD]
+        finite = [r for r in runs if math.isfinite(r[2])]  # a diverged run never wins
+        default = [r for r in finite if r[0] == DEFAULT_WD]
+        if not default:
+            raise PretrainlabError(f"every weight decay {DEFAULT_WD} run of the {size} grid diverged",
+                                   hint="lower the scale's learning rate")
+        choice.grid_best[size] = min(finite, key=lambda r: r[2])
         best_default = min(default, key=lambda r: r[2])
         for label in order:  # every size takes the nearest grid size's choice (ties: the smaller)
             nearest = min(scale.grid_sizes, key=lambda g: (abs(order.index(g) - order.index(label)), order.index(g)))
@@ -162,6 +172,35 @@ def choose(scale: Scale, book: RunBook, data: Path) -> Choice:
                 choice.tuned[label] = choice.grid_best[size][:2]
                 choice.default_epochs[label] = best_default[1]
     return choice
+
+
+@dataclass
+class Plan:
+    """Every compared run of stages 2-4. Comparisons use seeds 1..n, never the grid's seed 0: the grid's
+    best runs were picked on the same validation data, so reusing them would bias the tuned recipe."""
+
+    curves: dict[str, dict[str, list[Point]]]  # role ("default" | "tuned") -> size -> seeds
+    members: list[Point]
+    data_runs: list[Point]  # the standard recipe at the largest size on D/8 .. D (compute fixed)
+    students: list[Point] = field(default_factory=list)
+
+
+def plan_runs(ctx: ReplicationContext, scale: Scale, choice: Choice, data: BudgetData) -> Plan:
+    full = data.full.as_posix()
+    seeds = list(range(GRID_SEED + 1, GRID_SEED + 1 + ctx.seeds))
+    curves: dict[str, dict[str, list[Point]]] = {"default": {}, "tuned": {}}
+    for label, *_ in scale.sizes:
+        wd, e = choice.tuned[label]
+        curves["tuned"][label] = [Point(label, wd, e, s, full, "tuned") for s in seeds]
+        curves["default"][label] = [Point(label, DEFAULT_WD, choice.default_epochs[label], s, full, "default")
+                                    for s in seeds]
+    wd_m, e_m = choice.tuned[scale.member_size]
+    members = [Point(scale.member_size, wd_m, e_m, GRID_SEED + 1 + k, full, "member") for k in range(scale.ensemble_k)]
+    largest = scale.sizes[-1][0]
+    e_l = choice.default_epochs[largest]
+    data_runs = [Point(largest, DEFAULT_WD, e_l, seeds[0], path.as_posix(), "data")
+                 for path in [*data.fractions.values(), data.full]]
+    return Plan(curves=curves, members=members, data_runs=data_runs)
 
 
 def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
@@ -172,39 +211,50 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
     full = data.full.as_posix()
     _say(f"data: {data.train_tokens[full]:,} training tokens in {data.full}")
 
-    _say("stage 1/4: weight decay x epochs grid")
-    book.sweep("grid", [Point(size, wd, e, 0, full, "grid") for size in scale.grid_sizes
-                        for wd in scale.weight_decays for e in scale.epochs])
+    _say("stage 1/4: weight decay x epochs grid (seed %d)" % GRID_SEED)
+    book.sweep("grid", [Point(size, wd, e, GRID_SEED, full, "grid") for size in scale.grid_sizes
+                        for wd in scale.weight_decays for e in scale.epochs], per_seed=False)
     choice = choose(scale, book, data.full)
+    plan = plan_runs(ctx, scale, choice, data)
 
     _say("stage 2/4: standard vs tuned recipe at every size; ensemble members; data scaling")
-    largest = scale.sizes[-1][0]
-    curves = []
-    for label, *_ in scale.sizes:
-        wd, e = choice.tuned[label]
-        seeds = max(ctx.seeds, scale.ensemble_k) if label == scale.member_size else ctx.seeds
-        for s in range(seeds):
-            curves.append(Point(label, wd, e, s, full, "tuned"))
-        for s in range(ctx.seeds):
-            curves.append(Point(label, DEFAULT_WD, choice.default_epochs[label], s, full, "default"))
-    data_runs = [Point(largest, DEFAULT_WD, choice.default_epochs[largest], 0, path.as_posix(), "data")
-                 for path in data.fractions.values()]
-    book.sweep("scaling", curves + data_runs)
+    curves = [p for role in plan.curves.values() for ps in role.values() for p in ps]
+    book.sweep("scaling", curves + plan.members + plan.data_runs)
 
     _say("stage 3/4: ensembles of K = 1..%d members" % scale.ensemble_k)
-    wd_m, e_m = choice.tuned[scale.member_size]
-    members = [Point(scale.member_size, wd_m, e_m, s, full, "tuned") for s in range(scale.ensemble_k)]
-    ensemble = _ensemble(ctx, scale, [book.run_dir(p) for p in members], data.full)
+    ensemble = _ensemble(ctx, scale, [book.run_dir(p) for p in plan.members], data.full)
 
     _say("stage 4/4: a member-sized student on the ensemble's samples")
-    synth = _synthesize(ctx, scale, [book.run_dir(p) for p in members], data.full)
+    synth = _synthesize(ctx, scale, [book.run_dir(p) for p in plan.members], data.full)
     real_share = (1.0 - scale.synthetic_share) / len(data.domains)
     weights = tuple(sorted([(SYNTHETIC_DOMAIN, scale.synthetic_share)] + [(d, real_share) for d in data.domains]))
-    students = [Point(scale.member_size, wd_m, e_m, s, synth["path"], "student", weights) for s in range(ctx.seeds)]
-    book.sweep("students", students)
+    m = plan.members[0]
+    plan.students = [Point(m.size, m.weight_decay, m.epochs, p.seed, synth["path"], "student", weights)
+                     for p in plan.curves["tuned"][m.size]]
+    book.sweep("students", plan.students)
 
-    return build_result(ctx, scale, book, choice, data, members=members, students=students, ensemble=ensemble,
+    # Everything compared with the ensemble is scored by the ensemble's own evaluator (K = 1), so the figures
+    # share one precision and one set of windows.
+    largest = scale.sizes[-1][0]
+    rescored = {
+        "largest_tuned": _score(scale, [book.run_dir(p) for p in plan.curves["tuned"][largest]], data.full),
+        "students": _score(scale, [book.run_dir(p) for p in plan.students], data.full),
+    }
+    return build_result(ctx, scale, book, choice, data, plan, ensemble=ensemble, rescored=rescored,
                         synthetic=synth)
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _score(scale: Scale, runs: list[Path], data: Path) -> list[float]:
+    from pretrainlab.science.ensemble import evaluate_ensemble
+
+    return [float(evaluate_ensemble([str(r)], data=str(data), max_tokens_per_domain=scale.val_tokens,
+                                    batch_size=32, device=_device(), fit=False)["val_loss"][0]) for r in runs]
 
 
 def _ensemble(ctx: ReplicationContext, scale: Scale, runs: list[Path], data: Path) -> dict[str, Any]:
@@ -214,26 +264,32 @@ def _ensemble(ctx: ReplicationContext, scale: Scale, runs: list[Path], data: Pat
     cached = out / "ensemble.json"
     if cached.is_file():
         result = json.loads(cached.read_text())
-        if result.get("members") == [str(r) for r in runs]:
+        if [Path(m).resolve() for m in result.get("members", [])] == [Path(r).resolve() for r in runs]:
             return result
     result = evaluate_ensemble([str(r) for r in runs], data=str(data), combine="logits",
-                               max_tokens_per_domain=scale.val_tokens, batch_size=32)
+                               max_tokens_per_domain=scale.val_tokens, batch_size=32, device=_device())
     write_ensemble(result, out)
     return json.loads(cached.read_text())
 
 
 def _synthesize(ctx: ReplicationContext, scale: Scale, teachers: list[Path], data: Path) -> dict[str, Any]:
+    """Sample the ensemble into `data/synthetic`, reusing an earlier sample only when it was asked with the
+    same teachers, token count, seed and base data."""
     from pretrainlab.data.prepared import PreparedData
     from pretrainlab.science.synthesize import synthesize
 
     out = ctx.out / "data" / "synthetic"
-    if (out / "manifest.json").is_file():
-        existing = PreparedData(out)
-        if SYNTHETIC_DOMAIN in existing.domains:
-            return {"path": out.as_posix(), "manifest": existing.manifest}
+    request = {"teachers": [str(Path(t).resolve()) for t in teachers], "tokens": scale.synthetic_tokens, "seed": 0,
+               "base": PreparedData(data).fingerprint, "temperature": 1.0, "combine": "logits"}
+    request_file = ctx.out / "data" / "synthetic.request.json"
+    if (out / "manifest.json").is_file() and request_file.is_file():
+        if json.loads(request_file.read_text()) == request:
+            return {"path": out.as_posix(), "manifest": PreparedData(out).manifest}
+    request_file.unlink(missing_ok=True)
     path = synthesize([str(t) for t in teachers], tokens=scale.synthetic_tokens, out=str(out), data=str(data),
                       domain=SYNTHETIC_DOMAIN, combine="logits", temperature=1.0, batch_size=64, seed=0,
                       overwrite=True, progress=False)
+    request_file.write_text(json.dumps(request, indent=2))
     return {"path": Path(path).as_posix(), "manifest": PreparedData(path).manifest}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -38,16 +39,37 @@ def replicate_from_cli(args: argparse.Namespace) -> int:
         data=Path(args.data) if args.data else None,
     )
     start = time.perf_counter()
-    result = rep.run(ctx)
-    result.wall_s = time.perf_counter() - start
+    try:
+        result = rep.run(ctx)
+    finally:
+        sessions = _record_session(out, time.perf_counter() - start)
+    result.wall_s = sum(sessions)
+    result.details["sessions_s"] = [round(s, 1) for s in sessions]
     path = write_replication(out, result)
     print_claims(result)
-    try:
-        from pretrainlab.science.report import write_report
+    from pretrainlab.science.report import write_report
 
-        written = write_report(out)
-        print(f"report: {written.get('html', out / 'report.html')}")
-    except ImportError:  # reports are optional for a replication's verdict
-        pass
+    written = write_report(out)
+    if len(sessions) > 1:
+        print(f"wall time {result.wall_s / 60:.1f} min over {len(sessions)} sessions (resumed)")
+    print(f"report: {written['html']}")
     print(f"replication: {path}")
     return 0
+
+
+SESSIONS_FILE = ".sessions.json"
+
+
+def _record_session(out: Path, seconds: float) -> list[float]:
+    """Add this session's wall time to the folder's record (also when it failed or was stopped) and return
+    every session's, so a resumed replication reports its whole wall time."""
+    path = out / SESSIONS_FILE
+    try:
+        sessions = [float(s) for s in json.loads(path.read_text())]
+    except (FileNotFoundError, ValueError, TypeError):
+        sessions = []
+    sessions.append(seconds)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(sessions))
+    tmp.replace(path)
+    return sessions

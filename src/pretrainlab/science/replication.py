@@ -88,7 +88,8 @@ def write_replication(out: Path, result: ReplicationResult) -> Path:
     """Write `replication.json` atomically and return its path."""
     path = Path(out) / REPLICATION_FILE
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result.to_dict(), indent=2, default=_json_default))
+    plain = json.loads(json.dumps(result.to_dict(), default=_json_default))
+    tmp.write_text(json.dumps(_finite_or_none(plain), indent=2, allow_nan=False))
     os.replace(tmp, path)
     return path
 
@@ -111,22 +112,35 @@ def print_claims(result: ReplicationResult) -> None:
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value); NaN-free inputs expected."""
-    vals = [float(v) for v in values]
+    """Mean and sample standard deviation (0 for one value) of the finite values; NaN when there are none."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not vals:
         return math.nan, math.nan
     return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
 
 def spread_text(values: Sequence[float], digits: int = 3) -> str:
-    """'± sd over n seeds (min..max)' for a claim's spread column."""
-    vals = [float(v) for v in values]
+    """'±sd sd over n seeds (min..max)' for a claim's spread column; non-finite values are counted apart."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    bad = len(values) - len(vals)
+    extra = f"; {bad} non-finite left out" if bad else ""
     if not vals:
-        return "no runs"
+        return f"no finite values{extra}"
     m, sd = mean_sd(vals)
     if len(vals) == 1:
-        return "1 seed (no spread)"
-    return f"±{sd:.{digits}f} sd over {len(vals)} seeds ({min(vals):.{digits}f}..{max(vals):.{digits}f})"
+        return f"1 seed (no spread){extra}"
+    return f"±{sd:.{digits}f} sd over {len(vals)} seeds ({min(vals):.{digits}f}..{max(vals):.{digits}f}){extra}"
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """Non-finite floats become null, so replication.json is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
 
 
 def _json_default(obj: Any) -> Any:
