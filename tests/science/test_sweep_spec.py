@@ -4,6 +4,7 @@ every bad input fails before anything runs, naming the axis (no subprocess runs 
 from __future__ import annotations
 
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,14 +86,23 @@ def test_seeds_count_from_the_base_seed_or_are_listed(tmp_path: Path, tiny_prepa
 
 
 def test_point_names_are_stable_safe_unique_and_short() -> None:
+    assert point_name({"optim.lr": 0.001, "model.preset": "tiny", "optim.weight_decay": 1.0}, 3) == (
+        "lr-0.001_preset-tiny_weight_decay-1.0_s3")  # exact: no hash
     name = point_name({"optim.lr": 0.001, "model.preset": "tiny", "data.path": "a/b c"}, 3)
-    assert name == "lr-0.001_preset-tiny_path-a_b_c_s3"
+    assert re.fullmatch(r"lr-0\.001_preset-tiny_path-a_b_c_s3-[0-9a-f]{10}", name)  # '/' and ' ' replaced: hashed
     assert name == point_name({"optim.lr": 0.001, "model.preset": "tiny", "data.path": "a/b c"}, 3)
-    assert point_name({"data.weights": {"code": 3, "web": 0.5}, "teacher": ["r/a", "r/b"]}, 0) == (
-        "weights-code3+web0.5_teacher-r_a+r_b_s0")
+    assert re.fullmatch(r"weights-code3\+web0\.5_teacher-r_a\+r_b_s0-[0-9a-f]{10}",
+                        point_name({"data.weights": {"code": 3, "web": 0.5}, "teacher": ["r/a", "r/b"]}, 0))
     long_a = point_name({f"k.key{i}": "x" * 20 for i in range(8)}, 0)
     long_b = point_name({f"k.key{i}": "x" * 20 if i else "y" * 20 for i in range(8)}, 0)
     assert len(long_a) <= MAX_NAME_LEN and len(long_b) <= MAX_NAME_LEN and long_a != long_b
+    assert long_a.startswith("key0-xxx") and "_s0-" in long_a
+    # Texts that read as another value get the hash: 1 (int), 1.0 (float), "1.0" and "true" (text) differ.
+    names = {point_name({"k.v": v}, 0) for v in (1, 1.0, "1.0", True, "true", "tiny_moe", "tiny")}
+    assert len(names) == 7 and "v-1_s0" in names and "v-1.0_s0" in names and "v-true_s0" in names
+    assert "v-tiny_s0" in names and not any(n.startswith("v-tiny_moe_s0") and len(n) == len("v-tiny_moe_s0")
+                                            for n in names)
+    assert all(len(point_name({"k.v": v}, 0)) <= MAX_NAME_LEN for v in ("a/" * 80, ["x"] * 60))
 
 
 def test_names_that_collide_get_a_hash(tmp_path: Path, tiny_prepared: Path) -> None:
@@ -101,6 +111,35 @@ def test_names_that_collide_get_a_hash(tmp_path: Path, tiny_prepared: Path) -> N
     spec = make_spec(tmp_path, tiny_prepared, axes)
     names = [p.name for p in resolve_sweep(spec, check_data=False).points]
     assert len(set(names)) == 2 and all(n.startswith("path-p_q_s0-") for n in names)
+    # A point's name depends on its own values only: alone in its sweep it keeps the same name.
+    alone = make_spec(tmp_path, tiny_prepared, [{"list": [{"data.path": "p/q"}]}])
+    assert [p.name for p in resolve_sweep(alone, check_data=False).points] == names[:1]
+
+
+def test_a_list_axis_entry_can_be_overridden_from_the_command_line(tmp_path: Path, tiny_prepared: Path) -> None:
+    spec = make_spec(tmp_path, tiny_prepared, [{"list": [{"optim.lr": 1e-3, "train.steps": 4}, {"optim.lr": 2e-3}]}])
+    tree = apply_sweep_overrides(spec, ["axes.0.list.1.optim.lr=3e-3"])
+    assert tree["axes"][0]["list"] == [{"optim.lr": 1e-3, "train.steps": 4}, {"optim.lr": 3e-3}]
+    sweep = resolve_sweep(spec, ["axes.0.list.0.optim.lr=5e-4"])
+    assert [(p.config.optim.lr, p.config.train.steps) for p in sweep.points] == [(5e-4, 4), (2e-3, 5)]
+    with pytest.raises(ConfigError, match="index 2 is out of range"):
+        resolve_sweep(spec, ["axes.0.list.2.optim.lr=1e-3"])
+
+
+def test_missing_teacher_runs_are_named_before_anything_runs(tmp_path: Path, tiny_prepared: Path) -> None:
+    spec = make_spec(tmp_path, tiny_prepared, [{"grid": {"optim.lr": [1e-3, 2e-3]}}])
+    spec["base"]["teacher"] = {"runs": [str(tmp_path / "teachers" / "big")]}
+    with pytest.raises(ConfigError, match=r"point 'lr-0.001_s0' \(axes\[0\]\.grid\): teacher run '.*big' does not "
+                                          r"exist") as info:
+        resolve_sweep(spec)
+    assert "train the teacher first" in str(info.value) and not (tmp_path / "sweeps").exists()
+    (tmp_path / "teachers" / "big").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="is not a run folder"):
+        resolve_sweep(spec)
+    (tmp_path / "teachers" / "big" / "config.yaml").write_text("name: big\n")
+    assert len(resolve_sweep(spec).points) == 2
+    assert len(resolve_sweep({**spec, "base": {**spec["base"], "teacher": {"runs": ["gone"]}}},
+                             check_data=False).points) == 2  # shipped examples are checked without files
 
 
 def test_overrides_apply_to_every_point_and_cli_items_keep_dotted_keys(tmp_path: Path, tiny_prepared: Path) -> None:

@@ -159,9 +159,10 @@ def resolve_sweep(
     """Read, override, validate and expand a sweep (a file path, a mapping, or a SweepSpec).
 
     `overrides` are dotted `key=value` items on the sweep file (`jobs=2`, `overrides.train.steps=50`,
-    `axes.0.grid.optim.lr=[1e-3, 3e-3]`). With `check_data=False` the prepared data is not opened (the
-    model sizes are then not checked against its vocabulary). Raises ConfigError (or DataError for a
-    missing prepared-data folder) naming the axis, key or point; nothing is written.
+    `axes.0.grid.optim.lr=[1e-3, 3e-3]`, `axes.1.list.0.optim.lr=3e-3`). With `check_data=False` no file
+    a point needs is opened: neither the prepared data (the model sizes are then not checked against its
+    vocabulary) nor the teacher runs. Raises ConfigError (or DataError for a missing prepared-data folder)
+    naming the axis, key or point; nothing is written.
     """
     if isinstance(spec_or_path, SweepSpec):
         tree, base_dir, source = spec_or_path.model_dump(mode="json"), Path.cwd(), "sweep"
@@ -189,9 +190,10 @@ def resolve_sweep(
 def apply_sweep_overrides(tree: dict[str, Any], items: Sequence[str]) -> dict[str, Any]:
     """Apply dotted `key=value` items to a sweep-file tree.
 
-    Mappings whose keys are themselves dotted config keys (`overrides`, `axes.N.grid`,
-    `axes.N.random.params`) take the rest of the item's key whole: `overrides.train.steps=50` sets
-    `overrides["train.steps"]`.
+    Mappings whose keys are themselves dotted config keys (`overrides`, `axes.N.grid`, the entries
+    `axes.N.list.M` of a list axis, `axes.N.random.params`) take the rest of the item's key whole:
+    `overrides.train.steps=50` sets `overrides["train.steps"]`, `axes.0.list.1.optim.lr=3e-3` sets
+    `axes[0]["list"][1]["optim.lr"]`.
     """
     out = copy.deepcopy(tree)
     for item in items:
@@ -214,6 +216,8 @@ def _holds_dotted_keys(prefix: list[str]) -> bool:
     if prefix == ["overrides"]:
         return True
     if len(prefix) == 3 and prefix[0] == "axes" and prefix[2] == "grid":
+        return True
+    if len(prefix) == 4 and prefix[0] == "axes" and prefix[2] == "list":  # one entry of a list axis
         return True
     return len(prefix) == 4 and prefix[0] == "axes" and prefix[2:] == ["random", "params"]
 
@@ -523,30 +527,54 @@ def format_value(value: Any) -> str:
 def point_name(values: dict[str, Any], seed: int, labels: dict[str, str] | None = None) -> str:
     """A readable, filesystem-safe name from the swept values and the seed, e.g. `lr-0.001_preset-tiny_s0`.
 
-    The same values and seed always give the same name; names over MAX_NAME_LEN characters keep their
-    start and end with a hash of the whole name.
+    A name depends only on the point's own values and seed (and the labels of the sweep's keys), never on
+    the other points, so adding a point to a sweep renames none. Where the readable form is lossy (a value
+    whose text could stand for another value: characters replaced to be file-safe, text that reads as a
+    number or contains '_', a list or mapping) or longer than MAX_NAME_LEN, a hash of the exact values is
+    appended (`path-p_q_s0-1a2b3c4d5e`) and the readable part shortened to keep the name within MAX_NAME_LEN.
     """
     labels = labels or key_labels(list(values))
     parts = [f"{labels.get(k, k)}-{_name_value(v)}" for k, v in values.items()]
-    name = _SAFE.sub("_", "_".join(parts + [f"s{seed}"]) if parts else f"base_s{seed}")
-    if len(name) > MAX_NAME_LEN:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
-        name = f"{name[: MAX_NAME_LEN - 11 - 8]}-{digest}{name[-8:]}"
-    return name
+    body = "_".join(parts) if parts else "base"
+    readable = _SAFE.sub("_", body)
+    tail = f"_s{seed}"
+    exact = readable == body and all(_exact_text(v) for v in values.values())
+    if exact and len(readable) + len(tail) <= MAX_NAME_LEN:
+        return readable + tail
+    digest = hashlib.sha1(json.dumps({"seed": seed, "values": values}, sort_keys=True, default=str).encode())
+    suffix = f"{tail}-{digest.hexdigest()[:10]}"
+    return readable[: max(0, MAX_NAME_LEN - len(suffix))] + suffix
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9.+-]*")
+_NOT_WORDS = {"true", "false", "null", "none", "nan", "inf", "infinity", "yes", "no", "on", "off"}
+
+
+def _exact_text(value: Any) -> bool:
+    """Whether `_name_value(value)` names `value` and nothing else within a point name."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return True  # null/true/false, digits, and floats always written with '.', 'e', nan or inf
+    if isinstance(value, str):
+        return bool(_WORD.fullmatch(value)) and value.lower() not in _NOT_WORDS
+    return False
 
 
 def _name_value(value: Any) -> str:
-    """A value as a name part: mappings as `code3+web1`, lists as `a+b`, the rest as `format_value`."""
+    """A value as a name part: mappings as `code3+web1`, lists as `a+b`, floats exactly (`1.0`, `0.001`),
+    the rest as `format_value`."""
     if isinstance(value, dict):
         return "+".join(f"{k}{_name_value(v)}" for k, v in value.items())
     if isinstance(value, list):
         return "+".join(_name_value(v) for v in value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
     return format_value(value)
 
 
 def _unique_names(raw: list[tuple[str, dict[str, Any], int, str]]) -> list[str]:
-    """The names, with a hash added where different values gave the same name; identical points are an error."""
+    """The names; identical points (same values and seed) are an error naming both entries."""
     seen: dict[tuple[str, int], str] = {}
+    by_name: dict[str, str] = {}
     for name, values, seed, origin in raw:
         key = (json.dumps(values, sort_keys=True, default=str), seed)
         if key in seen:
@@ -555,16 +583,13 @@ def _unique_names(raw: list[tuple[str, dict[str, Any], int, str]]) -> list[str]:
                 hint="remove the repeated value or list entry (use seeds: for repeats)",
             )
         seen[key] = origin
-    counts: dict[str, int] = {}
-    for name, *_ in raw:
-        counts[name] = counts.get(name, 0) + 1
-    out = []
-    for name, values, seed, _ in raw:
-        if counts[name] > 1:
-            digest = hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:8]
-            name = f"{name}-{digest}"
-        out.append(name)
-    return out
+        if name in by_name:  # different values, one name: only a 40-bit hash collision gets here
+            raise ConfigError(
+                f"{by_name[name]} and {origin} get the same point name {name!r}",
+                hint="change one of the values slightly (e.g. add a digit)",
+            )
+        by_name[name] = origin
+    return [name for name, *_ in raw]
 
 
 # --------------------------------------------------------------------------------------------
@@ -573,7 +598,10 @@ def _unique_names(raw: list[tuple[str, dict[str, Any], int, str]]) -> list[str]:
 
 
 def check_points(points: Sequence[Point], *, check_data: bool = True) -> None:
-    """Run every point's pre-build checks; errors name the point and the axis entries it comes from."""
+    """Run every point's pre-build checks; errors name the point and the axis entries it comes from.
+
+    With `check_data` the files each point needs must exist: its prepared data, and its teacher runs.
+    """
     from pretrainlab.data.prepared import PreparedData
 
     vocab: dict[str, int] = {}
@@ -584,11 +612,35 @@ def check_points(points: Sequence[Point], *, check_data: bool = True) -> None:
                 vocab[path] = PreparedData(path).vocab_size
             except PretrainlabError as e:
                 raise type(e)(f"data.path of {len(users)} point(s), e.g. {users[0]!r}: {e.message}", hint=e.hint) from None
+        check_teachers(points)
     for p in points:
         try:
             check_run_config(p.config, vocab_size=vocab.get(p.config.data.path))
         except PretrainlabError as e:
             raise type(e)(f"point {p.name!r} ({p.origin}): {e.message}", hint=e.hint) from None
+
+
+def check_teachers(points: Sequence[Point]) -> None:
+    """Every teacher run a point names (`teacher.runs`, ensemble folders expanded) is a run folder that exists."""
+    checked: set[tuple[str, ...]] = set()
+    for p in points:
+        if p.config.teacher is None or tuple(p.config.teacher.runs) in checked:
+            continue
+        checked.add(tuple(p.config.teacher.runs))
+        from pretrainlab.eval.members import expand_members
+
+        try:
+            members = expand_members(list(p.config.teacher.runs))
+        except PretrainlabError as e:
+            raise type(e)(f"point {p.name!r} ({p.origin}): teacher: {e.message}", hint=e.hint) from None
+        for run in members:
+            if not (run / "config.yaml").is_file():
+                what = "does not exist" if not run.exists() else "is not a run folder (no config.yaml)"
+                raise ConfigError(
+                    f"point {p.name!r} ({p.origin}): teacher run {str(run)!r} {what}",
+                    hint="train the teacher first, or fix teacher.runs (relative paths resolve from the folder "
+                    "you run the sweep in)",
+                )
 
 
 def check_run_config(cfg: RunConfig, *, vocab_size: int | None) -> None:
