@@ -6,14 +6,17 @@
       configs/<point>.yaml each point's full RunConfig
       runs/<point>/        ordinary run folders
       logs/<point>.log     each run's stdout and stderr (appended across attempts)
-      status.json          which runs are running or failed, and the sweep's process id
+      status.json          which runs are running (with their process ids) or failed, and the sweep's process id
       results.csv          one row per point, rewritten after every run starts or ends
 
 Every point is checked before anything is written (see sweep_spec). Re-running the same sweep skips
 finished runs (an end line in metrics.jsonl and the same config), resumes interrupted ones from their
 newest checkpoint (`train --resume`) and restarts those without one; a point whose run folder holds a
-different config stops the sweep before anything runs. A failed run is reported and the others go on.
-SIGTERM / Ctrl-C is forwarded to the running runs as SIGTERM (they checkpoint), then the sweep stops.
+different config stops the sweep before anything runs, and so does a point whose run, started by an
+earlier sweep process, is still training (its process id is in status.json). A failed run is reported
+and the others go on. SIGTERM, Ctrl-C (SIGINT) and SIGHUP (the terminal closed) are forwarded to the
+running runs as SIGTERM (they checkpoint), then the sweep stops; a second one kills them. A run that
+exits by a signal the sweep did not forward counts as failed.
 
 The run folders are the source of truth: `load_results(sweep_dir)` rebuilds every row from them, and
 results.csv is its written copy (what `pretrainlab fit` and `pretrainlab report` read).
@@ -26,6 +29,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -45,8 +49,11 @@ from pretrainlab.science.executors import (
     RayExecutor,
     Task,
     available_cores,
+    check_jobs,
     fair_threads,
     make_executor,
+    pid_alive,
+    process_args,
 )
 from pretrainlab.science.sweep_spec import Point, Sweep, SweepSpec, format_value, key_labels, resolve_sweep
 
@@ -57,12 +64,18 @@ RESULTS_FILE = "results.csv"
 # Settings that do not change what a run computes: a finished run with other values still counts as done.
 IGNORED_KEYS = ("name", "out_dir", "overwrite", "train.threads", "train.progress")
 END_FIELDS = ("params", "params_non_embedding", "avg_params", "tokens", "step", "wall_s", "loss", "val_loss", "val_bpb")
-STOPPED_CODES = {130, 143, -int(signal.SIGTERM), -int(signal.SIGINT)}
+# The results columns after the swept keys: the end-line fields with data_tokens (the data's size) after tokens.
+RESULT_FIELDS = (*END_FIELDS[:4], "data_tokens", *END_FIELDS[4:])
+# How a run the sweep asked to stop ends: 128 + SIGTERM/SIGINT from its own handler, or killed by a signal
+# (SIGKILL after a second request). Only counted as "stopped" when the sweep itself received a stop signal.
+STOPPED_CODES = {130, 143, 137, -int(signal.SIGTERM), -int(signal.SIGINT), -int(signal.SIGKILL)}
+STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None)
+_POINT_NAME = re.compile(r"[A-Za-z0-9._+-]+")
 State = Literal["new", "done", "resume", "restart"]
 
 
 class SweepStopped(PretrainlabError):
-    """The sweep was stopped by SIGTERM/SIGINT after its running runs checkpointed; re-run to continue."""
+    """The sweep was stopped by SIGTERM/SIGINT/SIGHUP after its running runs checkpointed; re-run to continue."""
 
     def __init__(self, signum: int) -> None:
         self.signum = signum
@@ -100,7 +113,7 @@ def run_sweep(
     `spec_or_path` is a sweep file, a mapping (with `base` a path or an inline RunConfig mapping) or a
     SweepSpec; `executor` is 'local', 'ray' or an Executor (default: the sweep's); `jobs` overrides the
     sweep's runs at once. Failed runs come back with status 'failed' (the others still run). Raises
-    ConfigError/DataError before anything is written for a bad sweep, SweepStopped on SIGTERM/SIGINT.
+    ConfigError/DataError before anything is written for a bad sweep, SweepStopped on SIGTERM/SIGINT/SIGHUP.
     """
     sweep = resolve_sweep(spec_or_path, overrides)
     plan = plan_sweep(sweep)
@@ -108,21 +121,26 @@ def run_sweep(
     ex = _executor(sweep.spec, executor, jobs)
     todo = [pp for pp in plan if pp.state != "done"]
     done = len(plan) - len(todo)
+    run_tasks = [_task(sweep, pp) for pp in todo]
     if todo:
         ex.prepare()  # e.g. connect to Ray: a missing package fails here, before anything is written
+        check = getattr(ex, "check", None)
+        if check is not None:
+            check(run_tasks)  # e.g. a point needing more CPUs than any Ray node has
     say: Callable[[str], None] = (lambda _: None) if quiet else (lambda s: print(s, flush=True))
     write_sweep_folder(sweep, executor=ex.name, jobs=getattr(ex, "jobs", None))
     book = StatusBook(sweep.folder)
     say(f"sweep {sweep.folder}: {len(plan)} points, {done} already done, {len(todo)} to run ({ex.name} executor)")
     tasks = {pp.point.name: pp for pp in todo}
     counter = {"started": 0}
+    received: list[int] = []  # stop signals this sweep got (filled by its signal handler)
 
-    def on_start(task: Task, threads: int) -> None:
+    def on_start(task: Task, threads: int, pid: int | None = None) -> None:
         counter["started"] += 1
         pp = tasks[task.name]
         what = {"new": "started", "resume": f"resuming from step {pp.checkpoint_step}", "restart": "restarting"}
         say(f"[{counter['started']}/{len(todo)}] {task.name}: {what[pp.state]} ({threads} threads); log {task.log_path}")
-        book.set(task.name, "running", log=str(task.log_path))
+        book.set(task.name, "running", log=str(task.log_path), **({"pid": pid} if pid is not None else {}))
         write_results_csv(sweep.folder)
 
     def on_end(task: Task, code: int) -> None:
@@ -132,18 +150,24 @@ def run_sweep(
             end = row["end"]
             say(f"done {task.name}: val_loss {_num(end.get('val_loss'))}, val_bpb {_num(end.get('val_bpb'))}, "
                 f"{_seconds(end.get('wall_s'))} s")
-        elif code in STOPPED_CODES:
+        elif received and code in STOPPED_CODES:
             book.clear(task.name)
             say(f"stopped {task.name} (exit {code}); it resumes when the sweep runs again")
         else:
-            reason = "ended without an end line" if code == 0 else f"exit {code}"
+            reason = "ended without an end line" if code == 0 else _exit_text(code)
             book.set(task.name, "failed", log=str(task.log_path), exit_code=code)
             say(f"FAILED {task.name} ({reason}); log: {task.log_path}\n{_tail(task.log_path)}")
         write_results_csv(sweep.folder)
 
-    run_tasks = [_task(sweep, pp) for pp in todo]
-    with _forwarding_signals(ex, say) as received:
-        ex.run(run_tasks, on_start, on_end)
+    def on_stop(requests: int) -> None:
+        if requests == 1:
+            name = signal.Signals(received[0]).name if received else "stop request"
+            say(f"{name}: stopping the running runs (they write a checkpoint) ...")
+        else:
+            say("second stop request: killing the running runs")
+
+    with _forwarding_signals(ex, received):
+        ex.run(run_tasks, on_start, on_end, on_stop)
     rows = load_results(sweep.folder)
     write_results_csv(sweep.folder, rows)
     if not quiet:
@@ -191,14 +215,35 @@ def plan_sweep(sweep: Sweep) -> list[PlannedPoint]:
 
 
 def _refuse_if_running_elsewhere(folder: Path) -> None:
+    """ConfigError when another live sweep process runs this folder, or a run it started is still training."""
     status = _read_status(folder)
-    running = [n for n, e in status["points"].items() if e.get("status") == "running"]
+    running = {n: e for n, e in status["points"].items() if isinstance(e, dict) and e.get("status") == "running"}
     if status["alive"] and status["pid"] != os.getpid() and running:
         raise ConfigError(
-            f"sweep {folder} is being run by process {status['pid']} (running {', '.join(running[:3])})",
+            f"sweep {folder} is being run by process {status['pid']} (running {', '.join(list(running)[:3])})",
             hint=f"wait for it or stop it (kill {status['pid']}); if that process is not a sweep, delete "
             f"{folder / STATUS_FILE}",
         )
+    orphans = [(n, e["pid"]) for n, e in running.items() if _is_run_process(e.get("pid"), n)]
+    if orphans:
+        name, pid = orphans[0]
+        more = f" (and {len(orphans) - 1} more: {', '.join(n for n, _ in orphans[1:4])})" if len(orphans) > 1 else ""
+        raise ConfigError(
+            f"sweep {folder}: point {name!r} is still being trained by process {pid}, started by an earlier sweep "
+            f"process that is gone{more}; starting it again would put two trainers in {folder / 'runs' / name}",
+            hint=f"stop it with `kill {pid}` (it writes a checkpoint and the next sweep resumes it) or wait for it "
+            f"to finish, then run the sweep again; if process {pid} is not that run, delete {folder / STATUS_FILE}",
+        )
+
+
+def _is_run_process(pid: Any, name: str) -> bool:
+    """Whether `pid` is a live process, and (where its command line can be read) the run of point `name`."""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0 or pid == os.getpid() or not pid_alive(pid):
+        return False
+    args = process_args(pid)
+    if args is None:  # cannot tell (not Linux): a live process with that id counts
+        return True
+    return "train" in args and any(a.endswith(f"{name}.yaml") for a in args)
 
 
 def config_diff(existing: RunConfig, wanted: RunConfig) -> list[str]:
@@ -219,8 +264,10 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _executor(spec: SweepSpec, executor: str | Executor | None, jobs: int | None) -> Executor:
+    jobs = check_jobs(jobs)
     if executor is None or isinstance(executor, str):
-        return make_executor(executor or spec.executor, jobs=jobs or spec.jobs, gpus_per_run=spec.gpus_per_run)
+        return make_executor(executor or spec.executor, jobs=jobs if jobs is not None else spec.jobs,
+                             gpus_per_run=spec.gpus_per_run)
     return executor
 
 
@@ -237,27 +284,34 @@ def _task(sweep: Sweep, pp: PlannedPoint) -> Task:
 
 
 @contextmanager
-def _forwarding_signals(ex: Executor, say: Callable[[str], None]) -> Iterator[list[int]]:
-    """While the runs go: SIGTERM/SIGINT ask the executor to stop its runs (they checkpoint)."""
-    received: list[int] = []
+def _forwarding_signals(ex: Executor, received: list[int]) -> Iterator[list[int]]:
+    """While the runs go: SIGTERM, SIGINT and SIGHUP are appended to `received` and ask the executor to stop
+    its runs (they checkpoint). The handler only records: the executor's loop acts and reports."""
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(signum: int, _frame: Any) -> None:
         received.append(signum)
-        if len(received) == 1:
-            say(f"{signal.Signals(signum).name}: stopping the running runs (they write a checkpoint) ...")
-        else:
-            say("second signal: killing the running runs")
         ex.request_stop(signum)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield received
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}, not by this sweep"
+        except ValueError:
+            return f"killed by signal {-code}"
+    if code in STOPPED_CODES:
+        return f"exit {code}: stopped by a signal this sweep did not send"
+    return f"exit {code}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,23 +369,22 @@ def load_results(sweep_dir: str | Path) -> list[dict[str, Any]]:
 
     `status` is done (the run's metrics.jsonl has its end line), running (this sweep's process is
     running it now), failed (its last attempt failed) or pending (not run yet, or stopped: a re-run
-    resumes it). Metric columns are None until the run is done. Accepts a results.csv path too.
+    resumes it). Metric columns are None until the run is done. `avg_params` is the mean of the train
+    lines' `live_params` when a recipe logs it (recipes log their live *non-embedding* parameter count,
+    e.g. while pruning), else `params_non_embedding`: the count `pretrainlab fit --x params` uses, so the
+    two x axes compare. `data_tokens` is the unique train tokens of the point's data (see data_tokens.py).
+    `run_dir` is absolute. Accepts a results.csv path too; DataError naming the file for a malformed
+    points.json or metrics.jsonl.
     """
+    from pretrainlab.science.data_tokens import DataTokens
+
     folder = Path(sweep_dir)
     if folder.name == RESULTS_FILE and folder.is_file():
         folder = folder.parent
-    points_path = folder / POINTS_FILE
-    if not points_path.is_file():
-        raise DataError(
-            f"{points_path} is missing: {str(folder)!r} is not a sweep folder",
-            hint="pass the folder `pretrainlab sweep` wrote (out_dir/name of the sweep file)",
-        )
-    try:
-        points = json.loads(points_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{points_path}: not valid JSON ({e})", hint="run the sweep again to rewrite it") from None
+    points = read_points(folder)
     status = _read_status(folder)
-    swept = list(dict.fromkeys(k for p in points for k in p.get("axes", {})))
+    sizes = DataTokens(folder)
+    swept = list(dict.fromkeys(k for p in points for k in p["axes"]))
     summaries = [_summary(folder / "runs" / p["name"]) for p in points]
     domains = sorted({k.split("/", 1)[1] for s in summaries for k in (s["end"] or {}) if k.startswith("val_loss/")})
     domains_bpb = sorted({k.split("/", 1)[1] for s in summaries for k in (s["end"] or {}) if k.startswith("val_bpb/")})
@@ -339,21 +392,52 @@ def load_results(sweep_dir: str | Path) -> list[dict[str, Any]]:
     for p, s in zip(points, summaries):
         end = s["end"]
         row: dict[str, Any] = {"name": p["name"], "status": _status(p["name"], end, status), "seed": p.get("seed")}
-        row.update({k: p.get("axes", {}).get(k) for k in swept})
-        row.update({k: (end or {}).get(k) for k in END_FIELDS})
+        row.update({k: p["axes"].get(k) for k in swept})
+        row.update({k: (end or {}).get(k) for k in RESULT_FIELDS})
         if end is not None:
-            row["avg_params"] = s["avg_live_params"] if s["avg_live_params"] is not None else end.get("params")
+            live = s["avg_live_params"]
+            row["avg_params"] = live if live is not None else end.get("params_non_embedding")
+        row["data_tokens"] = sizes.of(p["name"])
         row.update({f"val_loss/{d}": (end or {}).get(f"val_loss/{d}") for d in domains})
         row.update({f"val_bpb/{d}": (end or {}).get(f"val_bpb/{d}") for d in domains_bpb})
-        row["run_dir"] = str(folder / "runs" / p["name"])
+        row["run_dir"] = str((folder / "runs" / p["name"]).resolve())
         rows.append(row)
     return rows
+
+
+def read_points(folder: Path) -> list[dict[str, Any]]:
+    """points.json of a sweep folder, checked: a list of mappings with a file-safe `name` and an `axes` mapping."""
+    path = folder / POINTS_FILE
+    hint = "run the sweep again (`pretrainlab sweep SWEEP.yaml`) to rewrite it"
+    if not path.is_file():
+        raise DataError(
+            f"{path} is missing: {str(folder)!r} is not a sweep folder",
+            hint="pass the folder `pretrainlab sweep` wrote (out_dir/name of the sweep file)",
+        )
+    try:
+        points = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})", hint=hint) from None
+    if not isinstance(points, list):
+        raise DataError(f"{path}: expected a list of points, found {type(points).__name__}", hint=hint)
+    out = []
+    for i, p in enumerate(points):
+        name = p.get("name") if isinstance(p, dict) else None
+        if not isinstance(name, str) or not _POINT_NAME.fullmatch(name) or name in (".", ".."):
+            raise DataError(f"{path}: entry {i} is not a point (a mapping with a file-safe 'name')", hint=hint)
+        axes = p.get("axes", {})
+        if axes is None:
+            axes = {}
+        if not isinstance(axes, dict):
+            raise DataError(f"{path}: point {name!r}: 'axes' is {type(axes).__name__}, not a mapping", hint=hint)
+        out.append({**p, "axes": axes})
+    return out
 
 
 def _read_status(folder: Path) -> dict[str, Any]:
     try:
         data = json.loads((folder / STATUS_FILE).read_text(encoding="utf-8"))
-        return {"pid": int(data["pid"]), "alive": _pid_alive(int(data["pid"])), "points": dict(data["points"])}
+        return {"pid": int(data["pid"]), "alive": pid_alive(int(data["pid"])), "points": dict(data["points"])}
     except (OSError, ValueError, KeyError, TypeError):
         return {"pid": None, "alive": False, "points": {}}
 
@@ -361,22 +445,13 @@ def _read_status(folder: Path) -> dict[str, Any]:
 def _status(name: str, end: dict[str, Any] | None, status: dict[str, Any]) -> str:
     if end is not None:
         return "done"
-    entry = status["points"].get(name, {}).get("status")
+    entry = status["points"].get(name)
+    entry = entry.get("status") if isinstance(entry, dict) else None
     if entry == "failed":
         return "failed"
     if entry == "running" and status["alive"]:
         return "running"
     return "pending"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _summary(run_dir: Path) -> dict[str, Any]:
@@ -391,19 +466,31 @@ def _summary(run_dir: Path) -> dict[str, Any]:
 
 @lru_cache(maxsize=4096)
 def _summary_cached(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
-    """Read once per file version (results.csv is rewritten after every run of a possibly long sweep)."""
+    """Read once per file version (results.csv is rewritten after every run of a possibly long sweep).
+
+    Lines that are not JSON objects are skipped (as torn lines are); a file that is not UTF-8 text is a
+    DataError naming it.
+    """
     from pretrainlab.train.metrics import read_metrics
 
-    records = read_metrics(path)
+    try:
+        records = [r for r in read_metrics(path) if isinstance(r, dict)]
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read the run's metrics ({e})",
+                        hint="delete that run folder to redo the point, or restore the file") from None
     ends = [r for r in records if r.get("event") == "end"]
     live = [float(r["live_params"]) for r in records
-            if "event" not in r and "lr" in r and isinstance(r.get("live_params"), (int, float))]
+            if "event" not in r and "lr" in r and _is_number(r.get("live_params"))]
     return {"end": ends[-1] if ends else None, "avg_live_params": sum(live) / len(live) if live else None}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def result_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The results.csv columns: name, status, seed, swept keys, end-line metrics, per-domain metrics, run_dir."""
-    return list(dict.fromkeys(k for r in rows for k in r)) if rows else ["name", "status", "seed", *END_FIELDS, "run_dir"]
+    return list(dict.fromkeys(k for r in rows for k in r)) if rows else ["name", "status", "seed", *RESULT_FIELDS, "run_dir"]
 
 
 def write_results_csv(sweep_dir: str | Path, rows: Sequence[dict[str, Any]] | None = None) -> Path:
@@ -459,7 +546,7 @@ def print_summary(rows: Sequence[dict[str, Any]], folder: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    points = {p["name"]: p for p in json.loads((folder / POINTS_FILE).read_text(encoding="utf-8"))}
+    points = {p["name"]: p for p in read_points(folder)}
     table = Table(title=f"sweep {folder}")
     for col in ("point", "axes", "seed", "val_loss", "val_bpb", "wall_s", "status"):
         table.add_column(col, justify="right" if col in ("seed", "val_loss", "val_bpb", "wall_s") else "left")
@@ -494,22 +581,27 @@ def print_plan(sweep: Sweep, plan: Sequence[PlannedPoint], *, executor: str, job
 
 
 def sweep_from_cli(args: argparse.Namespace) -> int:
-    """`pretrainlab sweep`: 0 when every run finished, 1 when some failed, 128 + signal when stopped."""
+    """`pretrainlab sweep`: 0 when every point is done, 1 when any is not (named), 128 + signal when stopped."""
     overrides = list(args.overrides)
+    jobs = check_jobs(args.jobs)
     if args.dry_run:
         sweep = resolve_sweep(args.config, overrides)
         plan = plan_sweep(sweep)
         ex_name = args.executor or sweep.spec.executor
-        print_plan(sweep, plan, executor=ex_name, jobs=args.jobs or sweep.spec.jobs)
+        print_plan(sweep, plan, executor=ex_name, jobs=jobs if jobs is not None else sweep.spec.jobs)
         return 0
     try:
-        rows = run_sweep(args.config, executor=args.executor, jobs=args.jobs, overrides=overrides)
+        rows = run_sweep(args.config, executor=args.executor, jobs=jobs, overrides=overrides)
     except SweepStopped as e:
         print(f"{e.message}; {e.hint}", flush=True)
         return e.exit_code
-    failed = [r["name"] for r in rows if r["status"] == "failed"]
-    if failed:
-        print(f"{len(failed)} run(s) failed: {', '.join(failed)} (logs in the sweep's logs/)", flush=True)
+    not_done = [r for r in rows if r["status"] != "done"]
+    if not_done:
+        failed = [r for r in not_done if r["status"] == "failed"]
+        listed = ", ".join(f"{r['name']} ({r['status']})" for r in not_done[:10]) + (" ..." if len(not_done) > 10 else "")
+        print(f"{len(not_done)} of {len(rows)} point(s) did not finish: {listed}"
+              + ("; logs in the sweep's logs/" if failed else "") + "; run the same command again to retry them",
+              flush=True)
         return 1
     return 0
 
@@ -523,6 +615,7 @@ __all__ = [
     "load_results",
     "plan_sweep",
     "print_summary",
+    "read_points",
     "result_columns",
     "run_sweep",
     "sweep_from_cli",
