@@ -1,5 +1,6 @@
 """Unconditional sampling: equal to a full-recompute sampler, deterministic per seed, never pad, an ensemble
-of identical models samples like one, temperature ~0 is the argmax chain, rows run on past end-of-text."""
+of identical models samples like one, temperature ~0 is the argmax chain, rows run on past end-of-text;
+streams run on past the context window with a sliding window, equal to a full-recompute sliding sampler."""
 
 import copy
 
@@ -12,7 +13,7 @@ from pretrainlab.errors import ConfigError
 from pretrainlab.model import build_model, resolve_model_config
 from pretrainlab.model.decoder import Decoder
 from pretrainlab.model.ensemble import combine_logits
-from pretrainlab.science.sampling import draw, sample_sequences
+from pretrainlab.science.sampling import draw, iter_sample_streams, sample_sequences
 
 VOCAB, SEQ, EOT, PAD = 40, 16, 38, 39
 
@@ -120,3 +121,57 @@ def test_bad_inputs_fail_clearly() -> None:
     with pytest.raises(ConfigError, match="vocabulary sizes"):
         sample([m, wider])
     assert sample([m], n_rows=0).shape == (0, SEQ)
+
+
+def streams(models: list, n_pieces: int, **kw: object) -> np.ndarray:
+    """`n_pieces` pieces of streams, joined along the row: (streams, n_pieces * piece_len)."""
+    kw = {"streams": 3, "piece_len": 5, "window": 6, "seed": 0, "eot_id": EOT, "pad_id": PAD, **kw}
+    gen = iter_sample_streams(models, **kw)  # type: ignore[arg-type]
+    pieces = [next(gen) for _ in range(n_pieces)]
+    gen.close()
+    return np.concatenate(pieces, axis=1)
+
+
+def sliding_reference(models: list, n_streams: int, n_tokens: int, window: int, seed: int, combine: str) -> np.ndarray:
+    """Streams without a cache: the context is the stream so far while it fits the window; once the window
+    is full the next context is the latest window // 2 tokens, and it grows again from there."""
+    g = torch.Generator().manual_seed(seed)
+    keep = max(1, window // 2)
+    ctx = torch.empty(n_streams, 0, dtype=torch.long)
+    step = torch.full((n_streams, 1), EOT, dtype=torch.long)
+    out = []
+    with torch.no_grad():
+        for _ in range(n_tokens):
+            ctx = torch.cat([ctx, step], dim=1) if ctx.shape[1] < window else torch.cat([ctx, step], dim=1)[:, -keep:]
+            logits = combine_logits(torch.stack([m.logits(m(ctx)[:, -1]) for m in models]), combine)
+            logits[:, PAD] = float("-inf")
+            step = draw(logits, 1.0, g)[:, None]
+            out.append(step)
+    return torch.cat(out, dim=1).numpy()
+
+
+@pytest.mark.parametrize(("window", "combine"), [(6, "logits"), (7, "probs"), (1, "logits")])
+def test_streams_run_past_the_window_like_a_full_recompute_sliding_sampler(window: int, combine: str) -> None:
+    models = [make(0), make(1)]
+    got = streams(models, 4, window=window, combine=combine, seed=3)  # 20 tokens a stream, windows of 6 or 7
+    assert got.shape == (3, 20) and got.dtype == np.int64
+    np.testing.assert_array_equal(got, sliding_reference(models, 3, 20, window, 3, combine))
+
+
+def test_a_streams_first_piece_is_a_batch_of_rows_and_streams_never_draw_pad() -> None:
+    m = make(2)
+    first = streams([m], 1, piece_len=SEQ, window=SEQ, seed=5)
+    np.testing.assert_array_equal(first, sample([m], n_rows=3, batch_size=3, seed=5))
+    biased = bias_logits(make(), PAD, 30.0)
+    assert not (streams([biased], 3, window=SEQ) == PAD).any()
+    np.testing.assert_array_equal(streams([m], 3, seed=9), streams([m], 3, seed=9))
+
+
+def test_streams_check_their_settings_before_sampling() -> None:
+    m = make()
+    with pytest.raises(ConfigError, match="max_seq_len=16"):
+        iter_sample_streams([m], streams=2, piece_len=4, window=SEQ + 1, eot_id=EOT, pad_id=PAD)
+    with pytest.raises(ConfigError, match="streams and piece_len"):
+        iter_sample_streams([m], streams=0, piece_len=4, window=8, eot_id=EOT, pad_id=PAD)
+    with pytest.raises(ConfigError, match="at least one model"):
+        iter_sample_streams([], streams=2, piece_len=4, window=8, eot_id=EOT, pad_id=PAD)

@@ -6,6 +6,11 @@ an ensemble teacher is sampled from its averaged logits. Here every row starts f
 (the state every training document starts from), each model keeps its own `KVCache`, and the next token
 of every row is drawn from `combine_logits` of the models' last logits. A sampled end-of-text does not
 end the row: sampling continues, and the token becomes a document boundary.
+
+`iter_sample_streams` goes further: each row is an endless stream of documents, yielded a piece at a
+time, so a document can run on past the teachers' context. Past the window the teachers see the last
+tokens of the stream (a sliding window, refilled half a window at a time), as they saw windows that
+start mid-document in training.
 """
 
 from __future__ import annotations
@@ -76,12 +81,7 @@ def iter_sample_batches(
     batch; stopping early stops sampling."""
     _check(models, n_rows=n_rows, seq_len=seq_len, temperature=temperature, batch_size=batch_size)
     device = torch.device(device)
-    n_vocab = int(models[0].output_weight.shape[0])  # type: ignore[union-attr]
-    banned = torch.zeros(n_vocab, dtype=torch.bool, device=device)
-    if 0 <= pad_id < n_vocab:
-        banned[pad_id] = True
-    if vocab_size is not None:
-        banned[vocab_size:] = True
+    banned = _banned(models, pad_id, vocab_size, device)
 
     def batches() -> Generator[np.ndarray, None, None]:
         generator = torch.Generator(device=device)
@@ -102,6 +102,84 @@ def iter_sample_batches(
                 m.train(mode)
 
     return batches()
+
+
+def iter_sample_streams(
+    models: Sequence[nn.Module],
+    *,
+    streams: int,
+    piece_len: int,
+    window: int,
+    temperature: float = 1.0,
+    combine: Combine = "logits",
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    eot_id: int,
+    pad_id: int,
+    vocab_size: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> Generator[np.ndarray, None, None]:
+    """`streams` endless rows, yielded as (streams, piece_len) int64 pieces; piece i + 1 continues piece i
+    row by row. Every stream starts after an end-of-text token, and sampled end-of-text tokens separate
+    its documents, so a document may span pieces and may be longer than the teachers' context.
+
+    The teachers condition on a window of at most `window` tokens (<= their max_seq_len): their KV caches
+    fill up to `window` positions, then are refilled with the last `max(1, window // 2)` tokens (one
+    prefill) and decoding goes on; every prediction therefore sees between half a window and a full
+    window of the stream's latest tokens (all of them while the stream is shorter). The first piece of
+    `piece_len <= window` tokens is what `sample_sequences` samples for `streams` rows in one batch.
+    Settings are checked now; the generator never ends (close it, or stop iterating, to stop sampling).
+    """
+    _check(models, n_rows=streams, seq_len=window, temperature=temperature, batch_size=max(streams, 1))
+    if streams < 1 or piece_len < 1:
+        raise ConfigError(
+            f"streams and piece_len must be >= 1 (got {streams}, {piece_len})", hint="e.g. --batch-size 64"
+        )
+    device = torch.device(device)
+    banned = _banned(models, pad_id, vocab_size, device)
+    keep = max(1, window // 2)
+
+    def pieces() -> Generator[np.ndarray, None, None]:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed)
+        modes = [m.training for m in models]
+        for m in models:
+            m.eval()
+        caches = [KVCache.for_model(m, window) for m in models]
+        fed = torch.empty(streams, 0, dtype=torch.long, device=device)  # the tokens the caches hold
+        step = torch.full((streams, 1), eot_id, dtype=torch.long, device=device)  # the next token to feed
+        try:
+            while True:
+                with torch.inference_mode(), autocast(device, autocast_dtype):
+                    piece = torch.empty(streams, piece_len, dtype=torch.long, device=device)
+                    for t in range(piece_len):
+                        if caches[0].length < window:
+                            feed, fed = step, torch.cat([fed, step], dim=1)
+                        else:  # the window is full: refill it with the stream's latest tokens
+                            for c in caches:
+                                c.reset()
+                            feed = fed = torch.cat([fed, step], dim=1)[:, -keep:]
+                        last = torch.stack([m.logits(m(feed, cache=c)[:, -1]) for m, c in zip(models, caches)])
+                        logits = combine_logits(last, combine).masked_fill(banned, float("-inf"))
+                        piece[:, t] = draw(logits, temperature, generator)
+                        step = piece[:, t : t + 1]
+                yield piece.cpu().numpy()
+        finally:
+            for m, mode in zip(models, modes):
+                m.train(mode)
+
+    return pieces()
+
+
+def _banned(models: Sequence[nn.Module], pad_id: int, vocab_size: int | None, device: torch.device) -> torch.Tensor:
+    """(V,) mask of the ids never drawn: padding, and ids past the tokenizer's vocabulary."""
+    n_vocab = int(models[0].output_weight.shape[0])  # type: ignore[union-attr]
+    banned = torch.zeros(n_vocab, dtype=torch.bool, device=device)
+    if 0 <= pad_id < n_vocab:
+        banned[pad_id] = True
+    if vocab_size is not None:
+        banned[vocab_size:] = True
+    return banned
 
 
 def _sample_batch(
