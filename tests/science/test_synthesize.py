@@ -1,5 +1,6 @@
 """`synthesize`: a tiny trained teacher's samples become a new prepared folder (base domains linked, the
-synthetic domain holding exactly the tokens asked), a student trains on the mix, bad inputs fail clearly."""
+synthetic domain holding whole sampled documents, at least the tokens asked, and no token that was not
+sampled), a student trains on the mix, bad inputs fail clearly."""
 
 import json
 import os
@@ -13,7 +14,7 @@ from helpers import EOT, make_prepared, random_docs, tiny_run_config
 from pretrainlab.cli import main
 from pretrainlab.data.prepared import PreparedData
 from pretrainlab.errors import ConfigError, DataError
-from pretrainlab.science.synthesize import documents_of, synthesize
+from pretrainlab.science.synthesize import finished_documents, first_documents, synthesize
 
 SETTINGS = {"seq_len": 32, "batch_size": 16, "seed": 0, "device": "cpu", "precision": "fp32", "progress": False}
 
@@ -28,7 +29,8 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory) -> tuple[Path, Path]:
-    """(run folder, its prepared data): a tiny model trained for a few steps, shared by this file."""
+    """(run folder, its prepared data): a tiny model trained for a few dozen steps on short documents, so
+    it samples end-of-text every ten or twenty tokens; shared by this file."""
     from pretrainlab.train.trainer import Trainer
 
     torch.set_num_threads(1)
@@ -36,32 +38,42 @@ def teacher(tmp_path_factory) -> tuple[Path, Path]:
     rng = np.random.default_rng(0)
     data = make_prepared(
         tmp / "prepared",
-        train={"alpha": random_docs(rng, 120), "beta": random_docs(rng, 60, 50, 300)},
-        val={"alpha": random_docs(rng, 10), "beta": random_docs(rng, 5, 50, 300)},
+        train={"alpha": random_docs(rng, 300, 2, 24), "beta": random_docs(rng, 40, 20, 60)},
+        val={"alpha": random_docs(rng, 10, 2, 24), "beta": random_docs(rng, 5, 20, 60)},
     )
-    cfg = tiny_run_config(tmp / "runs", data, train={"steps": 4, "checkpoint_every": None}, eval={"every": None})
+    cfg = tiny_run_config(tmp / "runs", data, train={"steps": 30, "checkpoint_every": None}, eval={"every": None},
+                          optim={"lr": 1e-2})
     Trainer(cfg).fit()
     return tmp / "runs" / "tiny", data
 
 
-def test_documents_are_cut_at_end_of_text_and_total_is_exact() -> None:
-    rows = np.array([[1, 2, EOT, 3], [4, EOT, 5, EOT], [6, 7, 8, 9]])
-    flat, lengths = documents_of(rows, eot_id=EOT, limit=11)
-    assert flat.tolist() == [1, 2, EOT, 3, EOT, 4, EOT, 5, EOT, 6, EOT]
-    assert lengths.tolist() == [3, 2, 2, 2, 2]
-    for limit in (14, 20, None):
-        flat, lengths = documents_of(rows, eot_id=EOT, limit=limit)
-        assert flat.tolist()[-5:] == [6, 7, 8, 9, EOT] and lengths.tolist() == [3, 2, 2, 2, 5]
-    assert documents_of(rows, eot_id=EOT, limit=0)[0].size == 0
+def test_finished_documents_are_the_sampled_tokens_up_to_each_streams_last_end_of_text() -> None:
+    pending = [np.array([7, 7]), np.array([], dtype=np.int64), np.array([5])]
+    piece = np.array([[1, 2, EOT, 3], [4, EOT, 5, EOT], [6, 7, 8, 9]])
+    flat, lengths, left = finished_documents(pending, piece, eot_id=EOT)
+    assert flat.tolist() == [7, 7, 1, 2, EOT, 4, EOT, 5, EOT]  # nothing added, the open tails held back
+    assert lengths.tolist() == [5, 2, 2]
+    assert [x.tolist() for x in left] == [[3], [], [5, 6, 7, 8, 9]]
+    flat, lengths, left = finished_documents(left, np.array([[EOT], [1], [EOT]]), eot_id=EOT)
+    assert flat.tolist() == [3, EOT, 5, 6, 7, 8, 9, EOT] and lengths.tolist() == [2, 6]
+    assert [x.tolist() for x in left] == [[], [1], []]
 
 
-def test_writes_a_prepared_folder_with_the_base_and_exactly_the_asked_tokens(teacher, tmp_path: Path) -> None:
+def test_first_documents_are_the_fewest_whole_documents_reaching_the_count() -> None:
+    flat, lengths = np.arange(9), np.array([3, 2, 4])
+    for need, n in ((1, 1), (3, 1), (4, 2), (5, 2), (6, 3), (9, 3), (50, 3)):
+        kept, kept_lengths = first_documents(flat, lengths, need)
+        assert kept_lengths.tolist() == lengths[:n].tolist() and kept.tolist() == flat[: lengths[:n].sum()].tolist()
+
+
+def test_writes_a_prepared_folder_with_the_base_and_whole_documents_reaching_the_count(teacher, tmp_path: Path) -> None:
     run, base_path = teacher
     out = synthesize([run], tokens=1000, out=tmp_path / "mix", **SETTINGS)
     data, base = PreparedData(out), PreparedData(base_path)  # opens: manifest valid, fingerprint matches
     assert data.domains == ["alpha", "beta", "synthetic"]
     shard = data.shard("synthetic", "train")
-    assert shard.n_tokens == 1000 and data.shard("synthetic", "val").n_tokens == 0
+    lengths = np.diff(np.asarray(shard.offsets))
+    assert 1000 <= shard.n_tokens < 1000 + lengths[-1] and data.shard("synthetic", "val").n_tokens == 0
     ends = np.asarray(shard.offsets[1:]) - 1
     assert (np.asarray(shard.tokens)[ends] == EOT).all()  # every document ends with end-of-text
     docs = np.split(np.asarray(shard.tokens, dtype=np.int64), np.asarray(shard.offsets[1:-1]))
@@ -73,10 +85,50 @@ def test_writes_a_prepared_folder_with_the_base_and_exactly_the_asked_tokens(tea
         assert os.path.samefile(out / name / "train.bin", base_path / name / "train.bin")  # hard-linked
     record = data.manifest["synthetic"]["synthetic"]
     assert record["teachers"] == [str(run)] and record["combine"] == "logits" and record["temperature"] == 1.0
-    assert record["seed"] == 0 and record["seq_len"] == 32 and record["rows"] == 32
-    assert record["base"]["fingerprint"] == base.fingerprint and record["checkpoints"][0].endswith("step-4")
+    assert record["seed"] == 0 and record["seq_len"] == 32 and record["streams"] == 16
+    assert record["tokens_requested"] == 1000 and record["tokens"] == shard.n_tokens
+    assert record["documents"] == shard.n_docs
+    # every sampled token is written, in a document left unfinished, or in a finished one past the count
+    assert record["tokens_sampled"] == record["tokens"] + record["unfinished_tokens"] + record["surplus_tokens"]
+    assert record["tokens_sampled"] % (16 * 32) == 0 and record["unfinished_documents"] <= 16
+    assert record["base"]["fingerprint"] == base.fingerprint and record["checkpoints"][0].endswith("step-30")
     assert record["teacher_cost"]["wall_s"] > 0 and record["teacher_cost"]["tokens_per_s"] > 0
     assert not list(tmp_path.glob("mix.tmp-*"))
+
+
+def test_every_written_token_was_sampled_and_documents_run_on_past_a_row(teacher, tmp_path: Path) -> None:
+    """The domain is exactly the streams' finished documents in sampling order, cut at the count: no
+    end-of-text is added where a row of `seq_len` tokens ends, and a document can span rows."""
+    from pretrainlab.eval.members import load_members
+    from pretrainlab.science.sampling import iter_sample_streams
+
+    run, _ = teacher
+    settings = {**SETTINGS, "seq_len": 8, "batch_size": 4}
+    out = synthesize([run], tokens=400, out=tmp_path / "mix", **settings)
+    data = PreparedData(out)
+    record = data.manifest["synthetic"]["synthetic"]
+    models, _, base = load_members([run])
+    gen = iter_sample_streams(models, streams=4, piece_len=8, window=8, seed=0, eot_id=EOT, pad_id=257,
+                              vocab_size=base.vocab_size)
+    rows = np.concatenate([next(gen) for _ in range(record["tokens_sampled"] // 32)], axis=1)
+    gen.close()
+    finished = []  # (piece that finishes it, stream, position): the order documents are written in
+    for stream, row in enumerate(rows):
+        ends = np.flatnonzero(row == EOT)
+        for start, end in zip(np.concatenate([[0], ends[:-1] + 1]), ends):
+            finished.append((end // 8, stream, start, row[start : end + 1]))
+    finished.sort(key=lambda f: f[:3])
+    expected, total = [], 0
+    for *_, doc in finished:
+        if total >= 400:
+            break
+        expected.append(doc)
+        total += doc.size
+    written = np.asarray(data.shard("synthetic", "train").tokens, dtype=np.int64)
+    np.testing.assert_array_equal(written, np.concatenate(expected))
+    assert (written == EOT).sum() == len(expected) == record["documents"]  # one end-of-text per document
+    written_docs = np.split(written, np.flatnonzero(written == EOT) + 1)[:-1]
+    assert any(len(d) > 8 for d in written_docs)  # documents longer than a row of seq_len tokens are kept
 
 
 def test_same_seed_same_tokens_and_an_identical_pair_samples_like_one_teacher(teacher, tmp_path: Path) -> None:
@@ -143,7 +195,8 @@ def test_an_existing_output_needs_overwrite(teacher, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="already exists"):
         synthesize([run], tokens=100, out=out, **SETTINGS)
     synthesize([run], tokens=200, out=out, overwrite=True, **SETTINGS)
-    assert PreparedData(out).shard("synthetic", "train").n_tokens == 200
+    assert PreparedData(out).manifest["synthetic"]["synthetic"]["tokens_requested"] == 200
+    assert PreparedData(out).shard("synthetic", "train").n_tokens >= 200
 
 
 def test_cli(teacher, tmp_path: Path, capsys) -> None:
@@ -152,10 +205,12 @@ def test_cli(teacher, tmp_path: Path, capsys) -> None:
             "--batch-size", "4", "--device", "cpu", "--precision", "fp32", "--domain", "teacher_samples"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "synthesized 150 tokens" in printed and "tokens/s" in printed
     data = PreparedData(tmp_path / "mix")
-    assert data.domain_tokens()["teacher_samples"] == 150
-    assert data.manifest["synthetic"]["teacher_samples"]["rows"] == 10
+    record = data.manifest["synthetic"]["teacher_samples"]
+    assert f"synthesized {record['tokens']:,} tokens in {record['documents']:,} documents (asked for 150)" in printed
+    assert "tokens/s" in printed and f"left out {record['unfinished_tokens']:,} tokens" in printed
+    assert data.domain_tokens()["teacher_samples"] == record["tokens"] >= 150
+    assert record["streams"] == 4 and record["seq_len"] == 16
     assert main(argv) == 2
     assert "already exists" in capsys.readouterr().err
 
@@ -171,4 +226,26 @@ def test_a_failure_while_writing_leaves_nothing_behind(teacher, tmp_path: Path, 
     monkeypatch.setattr(synth, "document_bytes", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         synthesize([run], tokens=100, out=tmp_path / "mix", **SETTINGS)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_teachers_that_never_finish_a_document_fail_clearly_and_leave_nothing(teacher, tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    import pretrainlab.science.sampling as sampling
+
+    run, _ = teacher
+    sampled: list[int] = []
+
+    def endless(models, *, streams, piece_len, **kw):  # a teacher that never samples end-of-text
+        def pieces():
+            while True:
+                sampled.append(streams * piece_len)
+                yield np.ones((streams, piece_len), dtype=np.int64)
+
+        return pieces()
+
+    monkeypatch.setattr(sampling, "iter_sample_streams", endless)
+    with pytest.raises(DataError, match=r"finished too few documents: after sampling 896 tokens only 0"):
+        synthesize([run], tokens=100, out=tmp_path / "mix", **{**SETTINGS, "batch_size": 2})
+    assert sum(sampled) == 896  # batches of 2 x 32 until 8 x 100 tokens + one batch (864) are sampled
     assert list(tmp_path.iterdir()) == []

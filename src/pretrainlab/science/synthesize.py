@@ -8,18 +8,27 @@ logits of an ensemble) and training the student from scratch on a mix of real an
     <out>/manifest.json          the base manifest + the synthetic domain + a "synthetic" record (below)
     <out>/tokenizer.json         copied from the base (absent for the byte tokenizer)
     <out>/<base domain>/...      every shard of the base data, hard-linked (copied where links fail)
-    <out>/<domain>/train.*       the samples: rows cut into documents at sampled end-of-text tokens
+    <out>/<domain>/train.*       the samples: whole documents, each ending with a sampled end-of-text
     <out>/<domain>/val.*         empty (held-out text stays real)
 
+Every token written was sampled; none is added. Each of `batch_size` streams starts after an end-of-text
+and runs on from document to document (`sampling.iter_sample_streams`: past the teachers' context they
+see a sliding window of the stream's latest tokens), so a document may be longer than a row. Documents
+are taken in sampling order once finished, until they reach `tokens`: the domain holds at least `tokens`
+tokens and fewer than `tokens` plus one document. The documents still unfinished when sampling stops (at
+most one per stream) and the finished ones past the count are left out; the manifest counts both.
+
 The manifest's "synthetic" maps each synthetic domain to its teachers (run folders and checkpoints),
-the sampling settings, the base data (path, fingerprint) and the teacher cost (`wall_s`, `tokens_per_s`,
-device); being part of the manifest, it is part of the fingerprint, so every synthesis is its own data.
-A student then trains on the folder with e.g. `data.weights={synthetic: 3, code: 1}`.
+the sampling settings, the token counts (asked, written, sampled, left out), the base data (path,
+fingerprint) and the teacher cost (`wall_s`, `tokens_per_s` of sampling, device); being part of the
+manifest, it is part of the fingerprint, so every synthesis is its own data. A student then trains on
+the folder with e.g. `data.weights={synthetic: 3, code: 1}`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -57,18 +66,22 @@ def synthesize(
     precision: str = "auto",
     progress: bool = True,
 ) -> Path:
-    """Sample `tokens` tokens from `teachers` (one run folder, several sampled as an ensemble, or a folder
-    with an ensemble.json) and write the base data (`data`, default the first teacher's) plus the domain
-    `domain` into the new prepared-data folder `out`; return its path.
+    """Sample documents from `teachers` (one run folder, several sampled as an ensemble, or a folder with
+    an ensemble.json) and write the base data (`data`, default the first teacher's) plus the domain
+    `domain`, holding at least `tokens` tokens of whole sampled documents, into the new prepared-data
+    folder `out`; return its path.
 
-    Rows of `seq_len` tokens (default: the teachers' training length) start from end-of-text; the last
-    document is cut so the domain holds exactly `tokens` tokens. Raises ConfigError / DataError before any
-    sampling for bad settings, an existing `out` (without `overwrite`), `out` equal to the base data or a
-    teacher's data, or a domain name the base already has.
+    `seq_len` (default: the teachers' training length, at most their max_seq_len) is the teachers'
+    context window while sampling and the tokens each stream samples per batch; up to `batch_size`
+    streams are sampled at once (fewer when `tokens` needs fewer rows of `seq_len`). Raises ConfigError /
+    DataError before any sampling for bad settings, an existing `out` (without `overwrite`), `out` equal
+    to the base data or a teacher's data, or a domain name the base already has; a DataError when the
+    teachers finish too few documents (fewer than `tokens` tokens of them in `MAX_OVERSAMPLING` times as
+    many samples, plus one batch).
     """
     from pretrainlab.data.prepare import _publish, _remove, _remove_stale_temps
     from pretrainlab.eval.members import expand_members, load_members
-    from pretrainlab.science.sampling import iter_sample_batches
+    from pretrainlab.science.sampling import iter_sample_streams
     from pretrainlab.train.checkpoint import find_latest_checkpoint
     from pretrainlab.train.distributed import resolve_device
     from pretrainlab.train.precision import autocast_dtype, precision_name
@@ -88,11 +101,11 @@ def synthesize(
             hint="name the synthetic domain something else, e.g. --domain synthetic2",
         )
     seq_len = seq_len or min(c.data.seq_len for c in configs)
-    n_rows = math.ceil(tokens / seq_len)
+    streams = min(batch_size, math.ceil(tokens / seq_len))
 
-    batches = iter_sample_batches(  # checks the settings against the teachers before anything is written
-        models, n_rows=n_rows, seq_len=seq_len, temperature=temperature, combine=combine,  # type: ignore[arg-type]
-        batch_size=batch_size, seed=seed, device=dev, eot_id=base.eot_id, pad_id=base.pad_id,
+    pieces = iter_sample_streams(  # checks the settings against the teachers before anything is written
+        models, streams=streams, piece_len=seq_len, window=seq_len, temperature=temperature,
+        combine=combine, seed=seed, device=dev, eot_id=base.eot_id, pad_id=base.pad_id,  # type: ignore[arg-type]
         vocab_size=base.vocab_size, autocast_dtype=dtype,
     )
     _remove_stale_temps(out)
@@ -100,8 +113,8 @@ def synthesize(
     _remove(tmp)
     tmp.mkdir(parents=True)
     try:
-        with _Progress(progress, n_rows) as bar:
-            written = _write_samples(tmp, base, domain, batches, tokens, bar.update)
+        with _Progress(progress, tokens) as bar:
+            written = _write_samples(tmp, base, domain, pieces, tokens, bar.update)
         record: dict[str, Any] = {
             "teachers": [str(r) for r in runs],
             "checkpoints": [str(find_latest_checkpoint(r, warn=lambda _: None)) for r in runs],
@@ -110,13 +123,18 @@ def synthesize(
             "seed": seed,
             "seq_len": seq_len,
             "batch_size": batch_size,
-            "rows": written.rows,
-            "tokens": tokens,
+            "streams": streams,
+            "tokens_requested": tokens,
+            "tokens": written.entry["tokens"],
             "documents": written.entry["documents"],
+            "tokens_sampled": written.sampled,
+            "unfinished_documents": written.unfinished_documents,
+            "unfinished_tokens": written.unfinished_tokens,
+            "surplus_tokens": written.surplus_tokens,
             "base": {"path": str(base.path), "fingerprint": base.fingerprint},
             "teacher_cost": {
                 "wall_s": round(written.sample_s, 3),
-                "tokens_per_s": round(written.rows * seq_len / max(written.sample_s, 1e-9), 1),
+                "tokens_per_s": round(written.sampled / max(written.sample_s, 1e-9), 1),
                 "device": str(dev),
                 "precision": precision_name(dtype),
                 "members": len(models),
@@ -129,28 +147,50 @@ def synthesize(
         raise
     cost = record["teacher_cost"]
     print(
-        f"synthesized {tokens:,} tokens in {record['documents']:,} documents ({written.rows:,} rows of {seq_len}) "
-        f"from {len(models)} teacher{'s' if len(models) > 1 else ''} in {cost['wall_s']:.1f} s "
+        f"synthesized {record['tokens']:,} tokens in {record['documents']:,} documents (asked for {tokens:,}) "
+        f"from {len(models)} teacher{'s' if len(models) > 1 else ''}: sampled {written.sampled:,} tokens in "
+        f"{streams:,} stream{'s' if streams > 1 else ''} in {cost['wall_s']:.1f} s "
         f"({cost['tokens_per_s']:,.0f} tokens/s on {dev})\n"
+        f"left out {written.unfinished_tokens:,} tokens of {written.unfinished_documents:,} documents unfinished "
+        f"when sampling stopped and {written.surplus_tokens:,} tokens of finished documents past the count\n"
         f"wrote {out}: {', '.join(base.domains)} + {domain} (fingerprint {manifest['fingerprint'][:16]})"
     )
     return out
 
 
-def documents_of(rows: np.ndarray, *, eot_id: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(flat tokens, document lengths) of sampled rows: each row is cut into documents at its end-of-text
-    tokens and a row's unfinished last document is closed with end-of-text. With `limit`, only the first
-    `limit` tokens are kept and the document they cut is closed there. Every document ends with end-of-text."""
-    open_end = rows[:, -1] != eot_id
-    closer = np.where(open_end, eot_id, -1)[:, None]
-    flat = np.concatenate([rows, closer], axis=1).ravel()
-    flat = flat[flat >= 0]
-    if limit is not None and limit < flat.size:
-        flat = flat[:limit].copy()
-        if flat.size:
-            flat[-1] = eot_id
+MAX_OVERSAMPLING = 8  # give up when `tokens` tokens of finished documents take more samples than this many times
+
+
+def finished_documents(
+    pending: list[np.ndarray], piece: np.ndarray, *, eot_id: int
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(flat tokens, lengths) of the documents that `piece` finishes, and the new unfinished remainders.
+
+    `pending[i]` holds stream i's unfinished document so far; `piece[i]` continues it. Each stream's
+    tokens up to and including its last end-of-text become documents (each ending with its end-of-text,
+    stream by stream in order); the tokens after it are the stream's new `pending`. No token is added.
+    """
+    parts: list[np.ndarray] = []
+    left: list[np.ndarray] = []
+    for before, row in zip(pending, piece):
+        ends = np.flatnonzero(row == eot_id)
+        if ends.size == 0:
+            left.append(np.concatenate([before, row]))
+            continue
+        cut = int(ends[-1]) + 1
+        parts.append(np.concatenate([before, row[:cut]]))
+        left.append(row[cut:].copy())
+    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     ends = np.flatnonzero(flat == eot_id) + 1
-    return flat, np.diff(ends, prepend=0)
+    return flat, np.diff(ends, prepend=0), left
+
+
+def first_documents(flat: np.ndarray, lengths: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fewest leading documents that hold at least `need` tokens (all of them when they hold fewer)."""
+    totals = np.cumsum(lengths)
+    n = int(np.searchsorted(totals, need)) + 1 if need > 0 else 0
+    n = min(n, len(lengths))
+    return flat[: int(totals[n - 1]) if n else 0], lengths[:n]
 
 
 def document_bytes(base: PreparedData, flat: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -169,7 +209,10 @@ def document_bytes(base: PreparedData, flat: np.ndarray, lengths: np.ndarray) ->
 @dataclass
 class _Written:
     entry: dict[str, Any]  # the train split's manifest entry
-    rows: int  # rows sampled
+    sampled: int  # tokens sampled
+    unfinished_documents: int  # documents still open when sampling stopped (at most one per stream), left out
+    unfinished_tokens: int  # their tokens
+    surplus_tokens: int  # tokens of finished documents past the count, left out
     sample_s: float  # seconds spent sampling (the teacher cost), writing left out
 
 
@@ -177,29 +220,45 @@ def _write_samples(
     tmp: Path,
     base: PreparedData,
     domain: str,
-    batches: Generator[np.ndarray, None, None],
+    pieces: Generator[np.ndarray, None, None],
     tokens: int,
-    on_rows: Callable[[int], None],
+    on_tokens: Callable[[int], None],
 ) -> _Written:
-    """Stream sampled batches into the domain's train shard until it holds exactly `tokens` tokens."""
-    left, rows, sample_s = tokens, 0, 0.0
-    with ShardWriter(tmp, domain, "train", base.dtype) as w:
+    """Stream finished documents into the domain's train shard until they hold at least `tokens` tokens."""
+    pending: list[np.ndarray] | None = None
+    done, sampled, surplus, sample_s = 0, 0, 0, 0.0
+    limit: int | None = None
+    with ShardWriter(tmp, domain, "train", base.dtype) as w, contextlib.closing(pieces):
         tick = time.perf_counter()
-        for batch in batches:
+        for piece in pieces:
             sample_s += time.perf_counter() - tick
-            flat, lengths = documents_of(batch, eot_id=base.eot_id, limit=left)
-            w.write(flat, lengths, document_bytes(base, flat, lengths))
-            left -= flat.size
-            rows += len(batch)
-            on_rows(rows)
-            if left == 0:
+            if pending is None:
+                pending = [np.zeros(0, dtype=np.int64) for _ in range(len(piece))]
+                limit = MAX_OVERSAMPLING * tokens + piece.size
+            sampled += piece.size
+            flat, lengths, pending = finished_documents(pending, piece, eot_id=base.eot_id)
+            kept, kept_lengths = first_documents(flat, lengths, tokens - done)
+            if kept.size:
+                w.write(kept, kept_lengths, document_bytes(base, kept, kept_lengths))
+            done += kept.size
+            on_tokens(min(done, tokens))
+            if done >= tokens:
+                surplus = flat.size - kept.size
                 break
+            assert limit is not None
+            if sampled >= limit:
+                raise DataError(
+                    f"the teachers finished too few documents: after sampling {sampled:,} tokens only {done:,} "
+                    f"were in documents that ended with an end-of-text, short of the {tokens:,} asked",
+                    hint="the teachers rarely sample end-of-text: use teachers trained on data with documents "
+                    "of a few windows at most, or ask for more --tokens with a smaller --batch-size (longer "
+                    "streams)",
+                )
             tick = time.perf_counter()
-        batches.close()
-    if left:
-        raise RuntimeError(f"sampling ended {left} tokens short of {tokens}")  # n_rows is always enough
+    assert pending is not None
+    open_docs = [p for p in pending if p.size]
     entry = {"documents": w.n_docs, "tokens": w.n_tokens, "bytes": w.n_bytes, "sha256": w.sha256}
-    return _Written(entry, rows, sample_s)
+    return _Written(entry, sampled, len(open_docs), sum(p.size for p in open_docs), surplus, sample_s)
 
 
 def _write_folder(
@@ -290,17 +349,17 @@ def _check_paths(out: Path, base: PreparedData, teacher_data: list[Path]) -> Non
 
 
 class _Progress:
-    """A row-count progress bar on stderr while sampling (only on a terminal)."""
+    """A progress bar of the tokens written, on stderr while sampling (only on a terminal)."""
 
     def __init__(self, enabled: bool, total: int) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         console = Console(file=sys.stderr)
-        self._bar = Progress(TextColumn("[bold]synthesize[/] rows"), BarColumn(), MofNCompleteColumn(),
+        self._bar = Progress(TextColumn("[bold]synthesize[/] tokens"), BarColumn(), MofNCompleteColumn(),
                              TimeRemainingColumn(), console=console, transient=True,
                              disable=not (enabled and console.is_terminal))
-        self._task = self._bar.add_task("rows", total=total)
+        self._task = self._bar.add_task("tokens", total=total)
 
     def update(self, done: int) -> None:
         self._bar.update(self._task, completed=done)
