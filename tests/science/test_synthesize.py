@@ -85,12 +85,12 @@ def test_writes_a_prepared_folder_with_the_base_and_whole_documents_reaching_the
         assert os.path.samefile(out / name / "train.bin", base_path / name / "train.bin")  # hard-linked
     record = data.manifest["synthetic"]["synthetic"]
     assert record["teachers"] == [str(run)] and record["combine"] == "logits" and record["temperature"] == 1.0
-    assert record["seed"] == 0 and record["seq_len"] == 32 and record["streams"] == 16
+    assert record["seed"] == 0 and record["seq_len"] == 32 and record["streams"] == 8  # 1000 / (4 rows of 32)
     assert record["tokens_requested"] == 1000 and record["tokens"] == shard.n_tokens
     assert record["documents"] == shard.n_docs
     # every sampled token is written, in a document left unfinished, or in a finished one past the count
     assert record["tokens_sampled"] == record["tokens"] + record["unfinished_tokens"] + record["surplus_tokens"]
-    assert record["tokens_sampled"] % (16 * 32) == 0 and record["unfinished_documents"] <= 16
+    assert record["tokens_sampled"] % (8 * 32) == 0 and record["unfinished_documents"] <= 8
     assert record["base"]["fingerprint"] == base.fingerprint and record["checkpoints"][0].endswith("step-30")
     assert record["teacher_cost"]["wall_s"] > 0 and record["teacher_cost"]["tokens_per_s"] > 0
     assert not list(tmp_path.glob("mix.tmp-*"))
@@ -210,7 +210,7 @@ def test_cli(teacher, tmp_path: Path, capsys) -> None:
     assert f"synthesized {record['tokens']:,} tokens in {record['documents']:,} documents (asked for 150)" in printed
     assert "tokens/s" in printed and f"left out {record['unfinished_tokens']:,} tokens" in printed
     assert data.domain_tokens()["teacher_samples"] == record["tokens"] >= 150
-    assert record["streams"] == 4 and record["seq_len"] == 16
+    assert record["streams"] == 3 and record["seq_len"] == 16  # 150 tokens: 3 streams of 4 rows of 16 or more
     assert main(argv) == 2
     assert "already exists" in capsys.readouterr().err
 
@@ -245,7 +245,7 @@ def test_teachers_that_never_finish_a_document_fail_clearly_and_leave_nothing(te
         return pieces()
 
     monkeypatch.setattr(sampling, "iter_sample_streams", endless)
-    with pytest.raises(DataError, match=r"finished too few documents: after sampling 896 tokens only 0"):
-        synthesize([run], tokens=100, out=tmp_path / "mix", **{**SETTINGS, "batch_size": 2})
-    assert sum(sampled) == 896  # batches of 2 x 32 until 8 x 100 tokens + one batch (864) are sampled
+    with pytest.raises(DataError, match=r"finished too few documents: after sampling 1,056 tokens only 0"):
+        synthesize([run], tokens=100, out=tmp_path / "mix", **SETTINGS)
+    assert sum(sampled) == 1056  # one stream (100 tokens < 4 rows of 32), 32 at a time until 8 x (100 + 32)
     assert list(tmp_path.iterdir()) == []

@@ -73,11 +73,12 @@ def synthesize(
 
     `seq_len` (default: the teachers' training length, at most their max_seq_len) is the teachers'
     context window while sampling and the tokens each stream samples per batch; up to `batch_size`
-    streams are sampled at once (fewer when `tokens` needs fewer rows of `seq_len`). Raises ConfigError /
-    DataError before any sampling for bad settings, an existing `out` (without `overwrite`), `out` equal
-    to the base data or a teacher's data, or a domain name the base already has; a DataError when the
-    teachers finish too few documents (fewer than `tokens` tokens of them in `MAX_OVERSAMPLING` times as
-    many samples, plus one batch).
+    streams are sampled at once, fewer when `tokens` would give a stream under `ROWS_PER_STREAM` rows
+    (each stream leaves its last, unfinished document out, so short streams would waste much). Raises
+    ConfigError / DataError before any sampling for bad settings, an existing `out` (without
+    `overwrite`), `out` equal to the base data or a teacher's data, or a domain name the base already
+    has; a DataError when the teachers finish too few documents (not `tokens` tokens of them once
+    `MAX_OVERSAMPLING` times `tokens` plus one batch are sampled).
     """
     from pretrainlab.data.prepare import _publish, _remove, _remove_stale_temps
     from pretrainlab.eval.members import expand_members, load_members
@@ -101,7 +102,7 @@ def synthesize(
             hint="name the synthetic domain something else, e.g. --domain synthetic2",
         )
     seq_len = seq_len or min(c.data.seq_len for c in configs)
-    streams = min(batch_size, math.ceil(tokens / seq_len))
+    streams = min(batch_size, math.ceil(tokens / (ROWS_PER_STREAM * seq_len)))
 
     pieces = iter_sample_streams(  # checks the settings against the teachers before anything is written
         models, streams=streams, piece_len=seq_len, window=seq_len, temperature=temperature,
@@ -158,7 +159,8 @@ def synthesize(
     return out
 
 
-MAX_OVERSAMPLING = 8  # give up when `tokens` tokens of finished documents take more samples than this many times
+ROWS_PER_STREAM = 4  # fewer streams than `batch_size` when `tokens` would give a stream fewer rows than this
+MAX_OVERSAMPLING = 8  # give up when `tokens` tokens of finished documents take more than 8 x (tokens + one batch)
 
 
 def finished_documents(
@@ -234,7 +236,7 @@ def _write_samples(
             sample_s += time.perf_counter() - tick
             if pending is None:
                 pending = [np.zeros(0, dtype=np.int64) for _ in range(len(piece))]
-                limit = MAX_OVERSAMPLING * tokens + piece.size
+                limit = MAX_OVERSAMPLING * (tokens + piece.size)
             sampled += piece.size
             flat, lengths, pending = finished_documents(pending, piece, eot_id=base.eot_id)
             kept, kept_lengths = first_documents(flat, lengths, tokens - done)
