@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from pretrainlab.cli import main
+from pretrainlab.science.sweep import write_results_csv
 
 COLUMNS = ["name", "status", "seed", "optim.weight_decay", "params", "params_non_embedding", "avg_params", "tokens",
            "step", "wall_s", "loss", "val_loss", "val_bpb", "run_dir"]
@@ -152,23 +152,55 @@ def test_a_done_row_with_a_bad_loss_is_named(tmp_path, capsys):
     assert "optim.weight_decay=0.1: non-finite loss nan at point 2 (n2)" in err
 
 
-def test_a_sweep_folder_is_read_through_load_results(tmp_path, monkeypatch):
-    """A real sweep folder (points.json) is read from its run folders via the sweep library, not the csv copy."""
-    sweep = tmp_path / "sweep"
-    sweep.mkdir()
-    (sweep / "points.json").write_text("[]")
-    rows = [_row(f"n{i}", 0.1, n, 1e8, 2.0 + 30 * n**-0.3) for i, n in enumerate(np.geomspace(1e4, 1e7, 6))]
-    calls = []
+def _real_sweep(folder: Path) -> Path:
+    """A sweep folder as `pretrainlab sweep` leaves it (points.json, configs/, runs/ with end lines), no csv:
+    two recipes (tie_embeddings false/true), six data sizes each; the tied recipe needs 4x less data."""
+    points = []
+    (folder / "configs").mkdir(parents=True)
+    for tie, coef in ((False, 100.0), (True, 50.0)):
+        for size in np.geomspace(1e4, 1e7, 6).astype(int):
+            name = f"tie-{str(tie).lower()}_d-{size}_s0"
+            points.append({"name": name, "seed": 0, "overrides": {}, "axes": {"model.tie_embeddings": tie,
+                                                                             "optim.weight_decay": 0.1}})
+            data = folder.parent / "data" / f"d{size}"
+            data.mkdir(parents=True, exist_ok=True)
+            (data / "manifest.json").write_text(json.dumps({"domains": {"web": {"train": {"tokens": int(size)}}}}))
+            (folder / "configs" / f"{name}.yaml").write_text(yaml.safe_dump({"data": {"path": str(data), "seq_len": 32}}))
+            run = folder / "runs" / name
+            run.mkdir(parents=True)
+            end = {"event": "end", "step": 100, "tokens": 1e8, "params": 15000, "params_non_embedding": 10000,
+                   "val_loss": 2.0 + coef * float(size) ** -0.5, "wall_s": 1.0}
+            (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "lr": 1e-3, "loss": 9.0}) + "\n" + json.dumps(end) + "\n")
+    (folder / "points.json").write_text(json.dumps(points))
+    return folder
 
-    def load_results(path):
-        calls.append(Path(path))
-        return [{**r, "params_non_embedding": float(r["params_non_embedding"])} for r in rows]
 
-    monkeypatch.setitem(sys.modules, "pretrainlab.science.sweep", types.SimpleNamespace(load_results=load_results))
-    assert main(["fit", str(sweep), "--bootstrap", "0"]) == 0
-    assert calls == [sweep]
-    record = json.loads((sweep / "fits" / "fit-power-params.json").read_text())
-    assert record["fits"]["all"]["n_points"] == 6 and record["sources"] == [str(sweep)]
+def test_a_sweep_folder_is_read_from_its_run_folders_and_data_tokens_is_an_x(tmp_path, capsys):
+    """A real sweep folder is read through load_results (the run folders), not a stale results.csv beside it;
+    --x data_tokens fits the loss against the data's size and compares the recipes by data efficiency."""
+    sweep = _real_sweep(tmp_path / "sweep")
+    (sweep / "results.csv").write_text("name,status\n")  # stale copy: no rows
+    code = main(["fit", str(sweep), "--x", "data_tokens", "--by", "model.tie_embeddings", "--bootstrap", "0"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "power fit of val_loss over data_tokens" in out and "data efficiency" in out
+    record = json.loads((sweep / "fits" / "fit-power-data_tokens.json").read_text())
+    assert record["sources"] == [str(sweep)] and record["x_column"] == "data_tokens"
+    assert list(record["fits"]) == ["false", "true"] and record["fits"]["true"]["n_points"] == 6
+    assert record["fits"]["true"]["x_range"] == pytest.approx([1e4, 1e7])
+    eff = {(r["a"], r["b"]): r for r in record["data_efficiency"]}
+    assert eff[("false", "true")]["k"] == pytest.approx(4.0, rel=0.02)
+
+
+def test_groups_are_named_the_same_from_the_run_folders_and_from_results_csv(tmp_path):
+    sweep = _real_sweep(tmp_path / "sweep")
+    csv_path = write_results_csv(sweep)
+    labels = []
+    for source, out in ((sweep, "a"), (csv_path, "b")):
+        assert main(["fit", str(source), "--by", "model.tie_embeddings", "--x", "data_tokens", "--bootstrap", "0",
+                     "--out", str(tmp_path / out)]) == 0
+        labels.append(list(json.loads((tmp_path / out / "fit-power-data_tokens.json").read_text())["fits"]))
+    assert labels == [["false", "true"], ["false", "true"]]
 
 
 def test_a_law_the_points_do_not_pin_down_gets_a_note(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""`pretrainlab fit SWEEP_DIR --law power|chinchilla [--x params|params_total|avg_params|tokens]`."""
+"""`pretrainlab fit SWEEP_DIR --law power|chinchilla [--x params|params_total|avg_params|tokens|data_tokens]`."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--law", choices=["power", "chinchilla"], default="power")
     p.add_argument(
         "--x",
-        choices=["params", "params_total", "avg_params", "tokens"],
+        choices=["params", "params_total", "avg_params", "tokens", "data_tokens"],
         default="params",
         help="params: final non-embedding parameter count (as Kim et al. 2025); params_total: with embeddings; "
-        "avg_params: average count over training (The Journey Matters); tokens: training tokens. "
+        "avg_params: average count over training (The Journey Matters); tokens: training tokens; "
+        "data_tokens: unique training tokens of the run's data. "
         "With --law chinchilla, the parameter axis (tokens is the other)",
     )
     p.add_argument("--y", default="val_loss", help="the metric to fit (a results.csv column)")

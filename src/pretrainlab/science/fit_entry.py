@@ -1,20 +1,24 @@
 """`pretrainlab fit`: fit a scaling law per group of a sweep's finished runs, print it, save JSON and a plot.
 
-Reads each sweep folder's results (`pretrainlab.science.sweep.load_results` when the folder is a sweep folder
-and the sweep library is installed, else its `results.csv`; a path to a csv file works too), keeps the rows with
-status `done`, groups them by `--by`, fits each group (`pretrainlab.science.fit`) and writes
-`<out>/fit-<law>-<x>.json` and `<out>/fit-<law>-<x>.png` (default out: `<first sweep>/fits/`).
+Reads each sweep's results with `pretrainlab.science.results.read_results` (a sweep folder through
+`load_results`, which rebuilds the rows from the run folders; a folder holding only a results.csv, or the
+csv itself, typed the same way), keeps the rows with status `done`, groups them by `--by` (group names by
+`results.group_label`, so they are the same whichever way the rows were read), fits each group
+(`pretrainlab.science.fit`) and writes `<out>/fit-<law>-<x>.json` and `<out>/fit-<law>-<x>.png` (default
+out: `<first sweep>/fits/`).
 
 The x axis `params` is the final *non-embedding* parameter count (the `params_non_embedding` column), the
 count Kim et al. 2025 fit over (and Kaplan et al. 2020 before them); `params_total` is the full count
-including embeddings; `avg_params` is the count averaged over training (*The Journey Matters*, Jin et al.
-2025) for recipes whose parameter count changes while training; `tokens` is the training tokens.
+including embeddings; `avg_params` is the non-embedding count averaged over training (*The Journey
+Matters*, Jin et al. 2025) for recipes whose parameter count changes while training (it equals `params`
+for the others); `tokens` is the training tokens seen (repeats included); `data_tokens` is the unique
+training tokens of the data the run drew from (for data-efficiency comparisons: how much data a recipe
+needs for a loss).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -32,14 +36,23 @@ from pretrainlab.science.fit import (
     fit_power_law,
     plot_fits,
 )
+from pretrainlab.science.results import group_label, read_results
 
-X_COLUMNS = {"params": "params_non_embedding", "params_total": "params", "avg_params": "avg_params", "tokens": "tokens"}
+X_COLUMNS = {
+    "params": "params_non_embedding",
+    "params_total": "params",
+    "avg_params": "avg_params",
+    "tokens": "tokens",
+    "data_tokens": "data_tokens",
+}
 X_LABELS = {
     "params_non_embedding": "non-embedding parameters",
     "params": "parameters (with embeddings)",
-    "avg_params": "average parameters over training",
+    "avg_params": "average non-embedding parameters over training",
     "tokens": "training tokens",
+    "data_tokens": "unique training tokens (data size)",
 }
+TOKEN_AXES = ("tokens", "data_tokens")  # power laws over these compare recipes by data efficiency
 N_PARAMS = {"power": 3, "chinchilla": 5}
 
 
@@ -87,7 +100,7 @@ def fit_sweeps(
         raise FitError(f"--law must be one of {sorted(N_PARAMS)}, got {law!r}")
     if x not in X_COLUMNS:
         raise FitError(f"--x must be one of {sorted(X_COLUMNS)}, got {x!r}")
-    if law == "chinchilla" and x == "tokens":
+    if law == "chinchilla" and x in TOKEN_AXES:
         raise FitError(
             "the Chinchilla law fits parameters and tokens together: --x names its parameter axis",
             hint="use --x params, params_total or avg_params with --law chinchilla",
@@ -130,7 +143,7 @@ def fit_sweeps(
         extrapolations[g] = [extrapolate(fit, float(v), d_at) for v in extrapolate_at]
 
     efficiency: list[dict[str, Any]] = []
-    if law == "power" and x == "tokens" and len(fits) >= 2:
+    if law == "power" and x in TOKEN_AXES and len(fits) >= 2:
         at = list(extrapolate_at) or [max(max(p["x"]) for p in points.values())]
         efficiency = _efficiency_table(fits, at)
 
@@ -172,21 +185,20 @@ def fit_sweeps(
 
 
 def read_rows(sweeps: Sequence[str | Path]) -> tuple[list[dict[str, Any]], list[Path]]:
-    """All rows of the given sweeps (each row gains a `sweep` column: the sweep folder's name, unless present)."""
+    """All rows of the given sweeps, typed (`results.read_results`); each row gains a `sweep` column (the
+    sweep folder's name, or the csv's folder / stem) unless it has one."""
     rows: list[dict[str, Any]] = []
     sources: list[Path] = []
     for s in sweeps:
         path = Path(s)
+        got, source = read_results(path)
         if path.is_dir():
-            got, source = _read_sweep_folder(path)
             label = path.resolve().name
-        elif path.is_file():
-            got, source = _read_csv(path), path
-            label = path.resolve().parent.name if path.name == "results.csv" else path.stem
         else:
-            raise FitError(f"{path} does not exist", hint="pass a sweep folder (or its results.csv)")
+            label = path.resolve().parent.name if path.name == "results.csv" else path.stem
         for r in got:
-            r.setdefault("sweep", label)
+            if r.get("sweep") is None:
+                r["sweep"] = label
         rows += got
         sources.append(source)
     if not rows:
@@ -195,35 +207,6 @@ def read_rows(sweeps: Sequence[str | Path]) -> tuple[list[dict[str, Any]], list[
             hint="run the sweep first (`pretrainlab sweep SWEEP.yaml`)",
         )
     return rows, sources
-
-
-def _read_sweep_folder(path: Path) -> tuple[list[dict[str, Any]], Path]:
-    if (path / "points.json").is_file():
-        try:
-            from pretrainlab.science.sweep import load_results
-        except ImportError:
-            load_results = None
-        if load_results is not None:
-            return [dict(r) for r in load_results(path)], path
-    csv_path = path / "results.csv"
-    if not csv_path.is_file():
-        raise FitError(
-            f"{path} has no results.csv and is not a sweep folder (no points.json)",
-            hint="pass a folder written by `pretrainlab sweep`, or the path of a results.csv",
-        )
-    return _read_csv(csv_path), csv_path
-
-
-def _read_csv(path: Path) -> list[dict[str, Any]]:
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            rows = [dict(r) for r in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise FitError(f"cannot read {path}: {e}", hint="pass a results.csv written by `pretrainlab sweep`") from None
-    if reader.fieldnames is None:
-        raise FitError(f"{path} is empty (no header row)", hint="pass a results.csv written by `pretrainlab sweep`")
-    return rows
 
 
 def _number(value: Any) -> float:
@@ -259,12 +242,13 @@ def _require_column(rows: list[dict[str, Any]], col: str, sources: list[Path]) -
 
 
 def _group(rows: list[dict[str, Any]], by: str | None) -> dict[str, list[dict[str, Any]]]:
-    """Rows per value of `by` (all rows under "all" without it), groups in numeric order when they are numbers."""
+    """Rows per value of `by` named by `group_label` (all rows under "all" without it), groups in numeric
+    order when they are numbers."""
     if by is None:
         return {"all": rows}
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault(str(r.get(by)), []).append(r)
+        groups.setdefault(group_label(r.get(by)), []).append(r)
     keys = list(groups)
     if all(math.isfinite(_number(k)) for k in keys):
         keys.sort(key=_number)
