@@ -6,7 +6,6 @@ import csv
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +13,14 @@ import pytest
 
 from helpers import make_prepared, random_docs, tiny_run_config
 from pretrainlab.cli import main
+from pretrainlab.errors import DataError
 from pretrainlab.science import report as report_mod
+from pretrainlab.science import report_sweep
+from pretrainlab.science import sweep as sweep_mod
+from pretrainlab.science.fit_entry import fit_sweeps
 from pretrainlab.science.plots import Curve, is_png, line_plot
 from pretrainlab.science.report import write_report
-from pretrainlab.science.report_doc import fmt
+from pretrainlab.science.report_doc import PlotTarget, fmt
 
 
 @pytest.fixture(scope="module")
@@ -111,22 +114,29 @@ def test_run_without_metrics_or_validation(tmp_path: Path) -> None:
     assert "no validation lines were logged" in md and "| final train loss | NaN |" in md
 
 
-def _fit_json(path: Path) -> None:
-    """A fit file in the shape `pretrainlab fit` writes (contracts: Fits), with its PNG."""
-    x = [1e4, 1e5, 1e6]
-    fit = {"law": "power", "x_name": "params", "params": {"E": 1.8125, "A": 40.0, "alpha": 0.3456},
-           "ci": {"E": [1.7001, 1.9002], "A": [30.0, 50.0], "alpha": [0.3, 0.4]}, "n_points": 3, "loss": 0.0012,
-           "curve": {"x": x, "y": [3.0, 2.5, 2.2], "lo": None, "hi": None}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"law": "power", "x": "params", "y": "val_loss", "by": None, "fits": {"all": fit},
-                                "points": {"all": {"x": x, "y": [3.0, 2.5, 2.2]}},
-                                "extrapolations": {"all": {"1e9": 1.9}}}))
-    assert line_plot(path.with_suffix(".png"), [Curve("all", x, [3.0, 2.5, 2.2])], title="fit", x_label="params",
-                     y_label="val_loss", log_x=True) is not None
+@pytest.fixture(scope="module")
+def fit_record(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A fit file written by `pretrainlab fit` itself (fit_sweeps) over tokens, one law per weight decay,
+    with extrapolations, data efficiency between the groups and a note (3 token budgets for 3 parameters)."""
+    root = tmp_path_factory.mktemp("fit")
+    rng = np.random.default_rng(0)
+    columns = ["name", "status", "seed", "optim.weight_decay", "tokens", "val_loss"]
+    with open(root / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, columns)
+        w.writeheader()
+        for wd, coef in ((0.1, 100.0), (1.0, 50.0)):
+            for t in (1e4, 1e5, 1e6):
+                for seed in (0, 1):
+                    loss = (2.0 + coef * t**-0.5) * float(np.exp(rng.normal(0, 0.003)))
+                    w.writerow({"name": f"wd{wd}-t{t:.0f}-s{seed}", "status": "done", "seed": seed,
+                                "optim.weight_decay": wd, "tokens": t, "val_loss": loss})
+    return fit_sweeps([root / "results.csv"], x="tokens", by="optim.weight_decay", extrapolate_at=[1e7],
+                      bootstrap=20, out=root / "fits")
 
 
-def _sweep(runs: dict[str, Path], folder: Path) -> Path:
-    """A sweep folder built by hand: two finished points (weight decay axis) and one failed point."""
+def _sweep(runs: dict[str, Path], folder: Path, fit: dict | None = None) -> Path:
+    """A sweep folder built by hand: two finished points (weight decay axis) and one failed point, and the
+    fit `fit` (written by `pretrainlab fit`) in its fits/."""
     points, rows = [], []
     for name, wd in (("wd0.1", 0.1), ("wd1.0", 1.0)):
         run = _copy_run(runs[name], folder / "runs" / name)
@@ -134,7 +144,7 @@ def _sweep(runs: dict[str, Path], folder: Path) -> Path:
         points.append({"name": name, "overrides": {"optim.weight_decay": wd, "seed": 0}, "seed": 0,
                        "axes": {"optim.weight_decay": wd}})
         rows.append({"name": name, "status": "done", "seed": 0, "optim.weight_decay": wd, "params": end["params"],
-                     "params_non_embedding": end["params_non_embedding"], "avg_params": end["params"],
+                     "params_non_embedding": end["params_non_embedding"], "avg_params": end["params_non_embedding"],
                      "tokens": end["tokens"], "step": end["step"], "wall_s": end["wall_s"], "loss": end["loss"],
                      "val_loss": end["val_loss"], "val_bpb": end["val_bpb"], "run_dir": str(run)})
     points.append({"name": "wd10.0", "overrides": {"optim.weight_decay": 10.0, "seed": 0}, "seed": 0,
@@ -149,24 +159,69 @@ def _sweep(runs: dict[str, Path], folder: Path) -> Path:
         w = csv.DictWriter(f, columns)
         w.writeheader()
         w.writerows(rows)
-    _fit_json(folder / "fits" / "fit-power-params.json")
+    if fit is not None:
+        (folder / "fits").mkdir()
+        for key in ("json", "png"):
+            shutil.copy(fit[key], folder / "fits" / Path(fit[key]).name)
     return folder
 
 
-def test_sweep_report_from_results_csv(runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "pretrainlab.science.sweep", None)  # load_results unavailable: csv fallback
-    sweep = _sweep(runs, tmp_path / "sweep")
+def test_sweep_report_from_results_csv(
+    runs: dict[str, Path], fit_record: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable(path: Path) -> list:
+        raise DataError(f"{path}: run folders unreadable")
+
+    monkeypatch.setattr(sweep_mod, "load_results", unreadable)  # the run folders fail: csv fallback
+    sweep = _sweep(runs, tmp_path / "sweep", fit_record)
     best = min(("wd0.1", "wd1.0"), key=lambda n: _end(runs[n])["val_loss"])
     written = write_report(sweep)
     md = written["md"].read_text(encoding="utf-8")
+    assert "run folders unreadable); results.csv is shown instead" in md
     assert re.search(rf"^\| \*\*★\*\* \| \*\*{re.escape(best)}\*\* \|", md, re.M)  # best row first, starred
     assert "point wd10.0 failed; last log line: error: loss is NaN at step 2" in md
-    assert "| all | 3 | 1.8125 [1.7001, 1.9002] | 40.0000 [30.0000, 50.0000] | 0.3456 [0.3000, 0.4000] |" in md
-    assert "](fits/fit-power-params.png)" in md
+    assert "](fits/fit-power-tokens.png)" in md
     for name in ("val-curves", "axis-optim.weight_decay"):
         assert is_png(sweep / "plots" / f"{name}.png")
     html = _check_html(written["html"], min_images=3)
     assert html.count('class="marked"') == 1
+
+
+def test_the_fit_section_shows_what_pretrainlab_fit_wrote(runs: dict[str, Path], fit_record: dict, tmp_path: Path) -> None:
+    """Parameters with intervals, the extrapolations ({group: [{x, d, y, lo, hi}]}), the data efficiency
+    between the groups, the x column and the fit's notes."""
+    sweep = _sweep(runs, tmp_path / "sweep", fit_record)
+    md = write_report(sweep)["md"].read_text(encoding="utf-8")
+    assert "law power: L(x) = E + A / x^alpha; y = val_loss, x = tokens, one fit per value of optim.weight_decay" in md
+    for group, fit in fit_record["fits"].items():
+        e, (lo, hi) = fit["params"]["E"], fit["ci"]["E"]
+        assert f"| {group} | {fit['n_points']} | {fmt(e)} [{fmt(lo)}, {fmt(hi)}] |" in md
+        (ex,) = fit_record["extrapolations"][group]
+        assert f"| {group} | 10,000,000 | {fmt(ex['y'])} [{fmt(ex['lo'])}, {fmt(ex['hi'])}] |" in md
+    assert "| A | B | D (tokens) | A's loss at D | k [95% CI] |" in md
+    eff = next(r for r in fit_record["data_efficiency"] if (r["a"], r["b"]) == ("0.1", "1.0"))
+    assert f"| 0.1 | 1.0 | 10,000,000 | {fmt(eff['loss_a'])} | {fmt(eff['k'])} [{fmt(eff['lo'])}, {fmt(eff['hi'])}] |" in md
+    assert fit_record["notes"] and all(f"> **Note:** {note}" in md for note in fit_record["notes"])
+
+
+def test_undotted_swept_keys_are_axes_and_split_the_axis_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A swept `objective` is a column of the table, and the weight-decay plot draws one line per objective
+    instead of averaging the recipes."""
+    points, rows = [], []
+    for objective, shift in (("next_token", 0.0), ("distill", -0.5)):
+        for wd in (0.1, 1.0):
+            name = f"objective-{objective}_wd-{wd}_s0"
+            points.append({"name": name, "seed": 0, "overrides": {"objective": objective, "optim.weight_decay": wd,
+                                                                  "train.steps": 5, "seed": 0},
+                           "axes": {"objective": objective, "optim.weight_decay": wd}})
+            rows.append({"name": name, "status": "done", "seed": 0, "val_loss": 4.0 + shift + wd})
+    axes = report_sweep.axis_columns(points, rows)
+    assert axes == ["objective", "optim.weight_decay"]
+    assert "objective" in report_sweep.results_table(rows, axes, "val_loss").headers
+    drawn = {}
+    monkeypatch.setattr(report_sweep, "line_plot", lambda path, curves, **kw: drawn.update({c.label: c.y for c in curves}))
+    report_sweep.axis_plot(rows, "optim.weight_decay", axes, "val_loss", PlotTarget(tmp_path))
+    assert drawn == {"objective=next_token": [4.1, 5.0], "objective=distill": [3.6, 4.5]}
 
 
 def test_sweep_report_default_reader_and_out_dir(runs: dict[str, Path], tmp_path: Path) -> None:
@@ -186,9 +241,9 @@ def test_sweep_report_default_reader_and_out_dir(runs: dict[str, Path], tmp_path
     assert not (sweep / "report.md").exists()
 
 
-def test_replication_report(runs: dict[str, Path], tmp_path: Path) -> None:
+def test_replication_report(runs: dict[str, Path], fit_record: dict, tmp_path: Path) -> None:
     rep = tmp_path / "rep"
-    _sweep(runs, rep / "grid")
+    _sweep(runs, rep / "grid", fit_record)
     (rep / "plots").mkdir()
     line_plot(rep / "plots" / "asymptotes.png", [Curve("x", [1, 2], [3, 2])], title="t", x_label="x", y_label="y")
     (rep / "replication.json").write_text(json.dumps({

@@ -93,8 +93,39 @@ def fit_table(fits: dict[str, Any]) -> Table:
     return Table(["group", "points", *(f"{p} [95% CI]" for p in names), "Huber loss"], rows)
 
 
+def extrapolation_table(extrapolations: dict[str, Any]) -> Block:
+    """`{group: [{x, d, y, lo, hi}]}` (what `pretrainlab fit --extrapolate` writes) as one row per prediction."""
+    if not all(isinstance(v, list) and all(isinstance(e, dict) for e in v) for v in extrapolations.values()):
+        return generic_table(extrapolations)
+    items = [(str(g), e) for g, preds in extrapolations.items() for e in preds]
+    with_d = any(e.get("d") is not None for _, e in items)
+    rows = []
+    for group, e in items:
+        band = f" [{fmt(finite(e.get('lo')))}, {fmt(finite(e.get('hi')))}]" if e.get("lo") is not None else ""
+        rows.append([group, fmt(e.get("x")), *([fmt(e.get("d"))] if with_d else []), fmt(e.get("y")) + band])
+    return Table(["group", "x", *(["D (tokens)"] if with_d else []), "predicted y [95% band]"], rows)
+
+
+def efficiency_table(rows: list[Any]) -> Block:
+    """The data-efficiency rows of a fit over tokens: B reaches A's loss at D tokens with D/k tokens."""
+    good = [r for r in rows if isinstance(r, dict)]
+    if len(good) != len(rows):
+        return generic_table(rows)
+    out = []
+    for r in good:
+        if r.get("reachable") is False:
+            k = "never (below B's asymptote)"
+        else:
+            k = fmt(finite(r.get("k")))
+            if r.get("lo") is not None and r.get("hi") is not None:
+                k += f" [{fmt(finite(r['lo']))}, {fmt(finite(r['hi']))}]"
+        out.append([str(r.get("a", "?")), str(r.get("b", "?")), fmt(r.get("d")), fmt(r.get("loss_a")), k])
+    return Table(["A", "B", "D (tokens)", "A's loss at D", "k [95% CI]"], out)
+
+
 def fit_file_blocks(path: Path, out_dir: Path, *, level: int) -> list[Block]:
-    """One `fit-<law>-<x>.json`: what was fitted, the parameter table, extrapolations, and its PNG."""
+    """One `fit-<law>-<x>.json`: what was fitted (x and its results column), the parameter table, the
+    extrapolations, the data efficiency between groups, the fit's notes, and its PNG."""
     data, problem = read_json(path)
     blocks: list[Block] = [Heading(f"Fit {path.stem}", level)]
     if problem is not None or not isinstance(data, dict):
@@ -102,14 +133,26 @@ def fit_file_blocks(path: Path, out_dir: Path, *, level: int) -> list[Block]:
     law = str(data.get("law", "?"))
     by = f", one fit per value of {data['by']}" if data.get("by") else ""
     formula = _LAWS.get(law, "unknown law")
-    blocks.append(Para(f"law {law}: {formula}; y = {data.get('y', '?')}, x = {data.get('x', '?')}{by}."))
+    x = str(data.get("x", "?"))
+    column = f" (column {data['x_column']})" if data.get("x_column") and data.get("x_column") != x else ""
+    blocks.append(Para(f"law {law}: {formula}; y = {data.get('y', '?')}, x = {x}{column}{by}."))
     fits = data.get("fits")
     if isinstance(fits, dict) and fits:
         blocks.append(fit_table(fits))
     else:
         blocks.append(Notice(f"{path.name} holds no fitted groups"))
-    if data.get("extrapolations"):
-        blocks += [Para("Extrapolations:"), generic_table(data["extrapolations"])]
+    extrapolations = data.get("extrapolations")
+    if isinstance(extrapolations, dict) and any(extrapolations.values()):
+        blocks += [Para("Extrapolations (the fitted law's prediction with its 95% bootstrap band):"),
+                   extrapolation_table(extrapolations)]
+    elif extrapolations and not isinstance(extrapolations, dict):
+        blocks += [Para("Extrapolations:"), generic_table(extrapolations)]
+    efficiency = data.get("data_efficiency")
+    if isinstance(efficiency, list) and efficiency:
+        blocks += [Para("Data efficiency: recipe B reaches A's loss at D tokens with D/k tokens (k > 1: B needs "
+                        "k times less data)."), efficiency_table(efficiency)]
+    for note in data.get("notes") or []:
+        blocks.append(Notice(str(note)))
     png = path.with_suffix(".png")
     if png.is_file():
         blocks.append(Image(png, relative_href(png, out_dir), f"{path.stem}: points, fit and 95% band"))

@@ -2,14 +2,14 @@
 run's validation curve overlaid, the final loss against each swept axis, the sweep's fits and any
 ensemble evaluations inside the sweep folder (layout: /tmp/h4/contracts.md, "Sweep folder").
 
-Results come from `pretrainlab.science.sweep.load_results` (the run folders are the source of truth),
-falling back to `results.csv`, its written copy, when that reader is unavailable or fails.
+Results come from `pretrainlab.science.results.read_results` (through `load_results`: the run folders
+are the source of truth), falling back to `results.csv`, its written copy, when the run folders cannot
+be read. Both give the same typed cells, and axis values are named by `results.group_label`, as
+`pretrainlab fit` names its groups.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,71 +18,57 @@ from pretrainlab.science.plots import Curve, finite, line_plot, wants_log
 from pretrainlab.science.report_doc import Block, Heading, Notice, Para, PlotTarget, Table, fmt
 from pretrainlab.science.report_fits import ensemble_blocks, find_files, fits_blocks, read_json
 from pretrainlab.science.report_run import load_run
+from pretrainlab.science.results import group_label, read_results, read_results_csv
 
-_TEXT_COLUMNS = {"name", "status", "run_dir"}
-_METRIC_COLUMNS = {"name", "status", "seed", "params", "params_non_embedding", "avg_params", "tokens", "step",
-                   "wall_s", "loss", "val_loss", "val_bpb", "run_dir"}
-
-
-def _typed(value: Any) -> Any:
-    """A CSV cell as int, float or text; an empty cell as None."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if not text:
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+# Result columns that are not swept keys (csv fallback without points.json: every other column is an axis).
+_METRIC_COLUMNS = {"name", "status", "seed", "sweep", "params", "params_non_embedding", "avg_params", "tokens",
+                   "data_tokens", "step", "wall_s", "loss", "val_loss", "val_bpb", "run_dir"}
 
 
 def load_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[Block]]:
     """The sweep's result rows (one per point, in point order) and notices about where they came from."""
     notes: list[Block] = []
     try:
-        from pretrainlab.science.sweep import load_results
-    except ImportError:
-        load_results = None
-    if load_results is not None:
-        try:
-            rows = load_results(sweep_dir)
-            return [{k: v if k in _TEXT_COLUMNS else _typed(v) for k, v in r.items()} for r in rows], notes
-        except PretrainlabError as e:
-            notes.append(Notice(f"reading the run folders failed ({e.message}); results.csv is shown instead"))
+        rows, _ = read_results(sweep_dir)
+        return rows, notes
+    except PretrainlabError as e:
+        notes.append(Notice(f"reading the run folders failed ({e.message}); results.csv is shown instead"))
     path = sweep_dir / "results.csv"
     if not path.is_file():
         notes.append(Notice(f"{path} is missing and the run folders could not be read: no results yet"))
         return [], notes
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [{k: v if k in _TEXT_COLUMNS else _typed(v) for k, v in r.items() if k is not None}
-                for r in csv.DictReader(f)]
-    return rows, notes
+    try:
+        return read_results_csv(path), notes
+    except PretrainlabError as e:
+        notes.append(Notice(e.message))
+        return [], notes
 
 
 def _key(value: Any) -> str:
-    """A hashable, readable form of an axis value (lists and mappings as compact JSON)."""
-    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else str(value)
+    """A hashable, readable form of an axis value (the label `pretrainlab fit --by` gives it)."""
+    return group_label(value)
 
 
 def axis_columns(points: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
-    """The swept dotted keys that take more than one value. Rows lacking a key get it from points.json."""
+    """The swept keys (every key of points.json `axes` but the seed, dotted or not, e.g. `objective`) that
+    take more than one value. Rows lacking a key get it from points.json. Without points.json: every
+    result column that is not a metric."""
     by_name = {str(p.get("name")): p for p in points if isinstance(p, dict)}
     keys: list[str] = []
     for p in by_name.values():
-        for k in list(p.get("overrides") or {}) + list(p.get("axes") or {}):
-            if k not in keys and k != "seed" and "." in k:
+        axes = p.get("axes") if isinstance(p.get("axes"), dict) else {}
+        for k in axes:
+            if k not in keys and k != "seed":
                 keys.append(k)
-    if not keys:  # no points.json: the dotted columns of the results
-        keys = [k for r in rows for k in r if "." in k and "/" not in k and k not in _METRIC_COLUMNS]
+    if not keys:  # no points.json: the columns of the results that are not metrics
+        keys = [k for r in rows for k in r if "/" not in k and k not in _METRIC_COLUMNS]
         keys = list(dict.fromkeys(keys))
     for r in rows:
         point = by_name.get(str(r.get("name")), {})
+        axes = point.get("axes") if isinstance(point.get("axes"), dict) else {}
         for k in keys:
-            if r.get(k) is None:
-                r[k] = (point.get("overrides") or {}).get(k, (point.get("axes") or {}).get(k))
+            if r.get(k) is None and k in axes:
+                r[k] = axes[k]
     return [k for k in keys if len({_key(r.get(k)) for r in rows}) > 1]
 
 
@@ -99,10 +85,12 @@ def results_table(rows: list[dict[str, Any]], axes: list[str], y: str) -> Table:
     ranked = sorted(range(len(rows)), key=lambda i: (
         not (_is_done(rows[i]) and finite(rows[i].get(y)) is not None), finite(rows[i].get(y)) or 0.0, i))
     domains = sorted({k for r in rows for k in r if k.startswith("val_loss/")})
-    show_avg = any(r.get("avg_params") not in (None, r.get("params")) for r in rows)
+    # avg_params is the non-embedding count averaged over training: shown where it differs from the final count
+    show_avg = any(r.get("avg_params") not in (None, r.get("params_non_embedding")) for r in rows)
+    show_data = any(r.get("data_tokens") is not None for r in rows)
     cols = ["name", "status"] + (["seed"] if any(r.get("seed") is not None for r in rows) else []) + axes
     cols += ["params"] + (["avg_params"] if show_avg else [])
-    cols += ["tokens", "step", "wall_s", "loss", "val_loss", "val_bpb", *domains]
+    cols += ["tokens"] + (["data_tokens"] if show_data else []) + ["step", "wall_s", "loss", "val_loss", "val_bpb", *domains]
     table_rows, marked = [], set()
     for pos, i in enumerate(ranked):
         r = rows[i]
