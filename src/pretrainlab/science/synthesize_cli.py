@@ -10,7 +10,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "synthesize", help="sample token sequences from a teacher or ensemble into a prepared-data domain"
     )
     p.add_argument("teachers", nargs="+", help="teacher run folder(s); several are sampled as an ensemble")
-    p.add_argument("--tokens", type=int, required=True, help="synthetic tokens to write")
+    p.add_argument("--tokens", type=int, required=True, help="at least N tokens of whole sampled documents (no token is added)")
     p.add_argument("--out", required=True, help="new prepared-data folder: the base data plus the synthetic domain")
     p.add_argument("--data", default=None, help="base prepared data to copy in (default: the first teacher's)")
     p.add_argument("--domain", default="synthetic", help="name of the synthetic domain")
@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ensemble rule: mean of logits (Kim et al.) or mean of probabilities")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0: greedy)")
     p.add_argument("--seq-len", type=int, default=None,
-                   help="tokens per sampled sequence (default: the teacher's seq_len)")
-    p.add_argument("--batch-size", type=int, default=64, help="sequences sampled at once")
+                   help="the teachers' context window while sampling (default: their seq_len)")
+    p.add_argument("--batch-size", type=int, default=64, help="streams sampled at once")
     p.add_argument("--seed", type=int, default=0, help="same seed, batch size and device: same tokens")
     p.add_argument("--overwrite", action="store_true", help="replace an existing prepared-data folder at --out")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:<i>")
