@@ -192,6 +192,15 @@ def test_a_sweep_folder_is_read_from_its_run_folders_and_data_tokens_is_an_x(tmp
     assert eff[("false", "true")]["k"] == pytest.approx(4.0, rel=0.02)
 
 
+def test_data_tokens_of_runs_whose_data_is_gone_is_a_clear_error(tmp_path, capsys):
+    sweep = _real_sweep(tmp_path / "sweep")
+    for manifest in (tmp_path / "data").glob("*/manifest.json"):
+        manifest.unlink()
+    assert main(["fit", str(sweep), "--x", "data_tokens", "--bootstrap", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "data_tokens is unknown for 12 finished run(s) (tie-false_d-10000_s0" in err and "data.path" in err
+
+
 def test_groups_are_named_the_same_from_the_run_folders_and_from_results_csv(tmp_path):
     sweep = _real_sweep(tmp_path / "sweep")
     csv_path = write_results_csv(sweep)

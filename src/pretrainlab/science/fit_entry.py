@@ -113,6 +113,15 @@ def fit_sweeps(
     x_col = _x_column(x, done, notes)
     for col in [x_col, y, *(["tokens"] if law == "chinchilla" else []), *([by] if by else [])]:
         _require_column(rows, col, sources)
+    if x_col == "data_tokens":
+        unknown = [str(r.get("name") or r.get("run_dir")) for r in done if r.get("data_tokens") is None]
+        if unknown:
+            raise FitError(
+                f"data_tokens is unknown for {len(unknown)} finished run(s) ({', '.join(unknown[:3])}"
+                f"{' ...' if len(unknown) > 3 else ''}): the prepared data they name (data.path) was not found",
+                hint="run `pretrainlab fit` on the sweep folder from where its data.path resolves (the folder the "
+                "sweep ran in), with the prepared data still there",
+            )
     groups = _group(done, by)
     _check_counts(rows, groups, law, by)
 
