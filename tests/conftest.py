@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -22,3 +23,13 @@ def tiny_prepared(tmp_path: Path) -> Path:
         train={"alpha": random_docs(rng, 200), "beta": random_docs(rng, 100, 50, 400)},
         val={"alpha": random_docs(rng, 20), "beta": random_docs(rng, 10, 50, 400)},
     )
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matmuls: one thread is fastest, and the test machine is shared. Use it with
+    `pytestmark = pytest.mark.usefixtures("one_thread")` in a module of tiny models."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

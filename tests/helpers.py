@@ -85,3 +85,24 @@ def tiny_run_config(out_dir: str | Path, data_path: str | Path, **sections: Any)
         else:
             tree[key] = value
     return RunConfig.model_validate(tree)
+
+
+def markov_docs(rng: np.random.Generator, n_docs: int, length: int = 120, chain: int = 123) -> list[list[int]]:
+    """Byte documents from a sparse Markov chain over 32 symbols (`chain` seeds its table): learnable in a few
+    dozen tiny steps, so runs trained from different seeds make confident, different predictions."""
+    table = np.random.default_rng(chain).integers(0, 32, size=32)
+    docs = []
+    for _ in range(n_docs):
+        x = [int(rng.integers(0, 32))]
+        for _ in range(length - 1):
+            x.append(int(table[x[-1]]) if rng.random() < 0.8 else int(rng.integers(0, 32)))
+        docs.append([97 + t for t in x])
+    return docs
+
+
+def train_run(cfg: Any) -> Path:
+    """Train `cfg` in this process and return its run folder."""
+    from pretrainlab.train.trainer import Trainer
+
+    Trainer(cfg).fit()
+    return Path(cfg.out_dir) / cfg.name

@@ -16,14 +16,7 @@ from pretrainlab.model.registries import ATTENTIONS
 VOCAB, SEQ = 61, 24
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is fastest, and the test machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def make(**kw: object) -> Decoder:
     torch.manual_seed(0)

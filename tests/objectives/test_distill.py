@@ -11,31 +11,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import make_prepared, tiny_run_config
+from helpers import make_prepared, markov_docs, tiny_run_config, train_run
 from pretrainlab.data.batch import Batch
 from pretrainlab.errors import ConfigError
 from pretrainlab.objectives import build_objective
 from pretrainlab.objectives.distill import Distill
-
-
-def _markov_docs(rng: np.random.Generator, n_docs: int, length: int = 120, chain: int = 123) -> list[list[int]]:
-    """Byte documents from a sparse Markov chain (`chain` seeds its table) over 32 symbols: learnable in a
-    few dozen tiny steps."""
-    table = np.random.default_rng(chain).integers(0, 32, size=32)
-    docs = []
-    for _ in range(n_docs):
-        x = [int(rng.integers(0, 32))]
-        for _ in range(length - 1):
-            x.append(int(table[x[-1]]) if rng.random() < 0.8 else int(rng.integers(0, 32)))
-        docs.append([97 + t for t in x])
-    return docs
-
-
-def _train(cfg) -> Path:
-    from pretrainlab.train.trainer import Trainer
-
-    Trainer(cfg).fit()
-    return Path(cfg.out_dir) / cfg.name
 
 
 def _lines(run: Path) -> list[dict]:
@@ -50,12 +30,12 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     data = make_prepared(
         tmp / "prepared",
-        train={"alpha": _markov_docs(rng, 120), "beta": _markov_docs(rng, 60, 300)},
-        val={"alpha": _markov_docs(rng, 8), "beta": _markov_docs(rng, 4, 300)},
+        train={"alpha": markov_docs(rng, 120), "beta": markov_docs(rng, 60, 300)},
+        val={"alpha": markov_docs(rng, 8), "beta": markov_docs(rng, 4, 300)},
     )
-    teacher_data = make_prepared(tmp / "teacher_data", train={"alpha": _markov_docs(rng, 120, chain=456)},
-                                 val={"alpha": _markov_docs(rng, 4, chain=456)})
-    teacher = _train(tiny_run_config(tmp / "runs", teacher_data, name="teacher", seed=7, train={"steps": 30},
+    teacher_data = make_prepared(tmp / "teacher_data", train={"alpha": markov_docs(rng, 120, chain=456)},
+                                 val={"alpha": markov_docs(rng, 4, chain=456)})
+    teacher = train_run(tiny_run_config(tmp / "runs", teacher_data, name="teacher", seed=7, train={"steps": 30},
                                      optim={"lr": 1e-2}, eval={"every": None}))
     return {"tmp": tmp, "data": data, "teacher": teacher}
 
@@ -69,8 +49,8 @@ def _student(setup, name: str, **sections):
 
 def test_alpha_zero_trains_exactly_like_next_token(setup):
     common = {"train": {"steps": 5, "micro_batch_size": 4}}
-    plain = _train(_student(setup, "plain", **common))
-    distilled = _train(_student(setup, "alpha0", objective="distill", objective_options={"alpha": 0.0},
+    plain = train_run(_student(setup, "plain", **common))
+    distilled = train_run(_student(setup, "alpha0", objective="distill", objective_options={"alpha": 0.0},
                                 teacher=str(setup["teacher"]), **common))
     keys = ("step", "tokens", "loss", "grad_norm", "val_loss")
     a = [{k: r.get(k) for k in keys} for r in _lines(plain)]
@@ -83,7 +63,7 @@ def test_alpha_zero_trains_exactly_like_next_token(setup):
 
 def test_logged_ce_and_kl_are_token_means_and_teacher_cost_is_apart(setup):
     alpha, t = 0.3, 2.0
-    run = _train(_student(setup, "mix", objective="distill", objective_options={"alpha": alpha, "temperature": t},
+    run = train_run(_student(setup, "mix", objective="distill", objective_options={"alpha": alpha, "temperature": t},
                           teacher=[str(setup["teacher"]), str(setup["teacher"])],  # an ensemble teacher
                           train={"steps": 3, "micro_batch_size": 2}, data={"mode": "packed"}))
     lines = _lines(run)
@@ -101,8 +81,8 @@ def test_distilled_student_gets_closer_to_the_teacher(setup):
     from pretrainlab.eval.load import load_run
 
     common = {"train": {"steps": 15}, "optim": {"lr": 1e-2}, "eval": {"every": None}}
-    plain = _train(_student(setup, "s_plain", **common))
-    distilled = _train(_student(setup, "s_kl", objective="distill", objective_options={"alpha": 1.0},
+    plain = train_run(_student(setup, "s_plain", **common))
+    distilled = train_run(_student(setup, "s_kl", objective="distill", objective_options={"alpha": 1.0},
                                 teacher=str(setup["teacher"]), **common))
     teacher = load_run(setup["teacher"])[0]
     rows = torch.from_numpy(load_run(plain)[2].shard("alpha", "val").tokens[:8 * 33].astype(np.int64))
@@ -233,7 +213,7 @@ def test_teacher_total_survives_a_resume(setup):
     from pretrainlab.train.trainer import Trainer
 
     options = {"objective": "distill", "objective_options": {"alpha": 0.5}, "teacher": str(setup["teacher"])}
-    _train(_student(setup, "resumed", train={"steps": 2}, **options))
+    train_run(_student(setup, "resumed", train={"steps": 2}, **options))
     trainer = Trainer(_student(setup, "resumed", train={"steps": 4}, **options), resume=True)
     assert trainer.step == 2
     trainer.fit()

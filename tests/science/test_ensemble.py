@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_prepared, random_docs, tiny_run_config
+from helpers import make_prepared, markov_docs, random_docs, tiny_run_config, train_run
 from pretrainlab.cli import main
 from pretrainlab.errors import ConfigError, DataError
 from pretrainlab.eval.evaluate import evaluate
@@ -16,27 +16,9 @@ from pretrainlab.eval.load import load_run
 from pretrainlab.model.ensemble import EnsembleDecoder
 from pretrainlab.science.ensemble import evaluate_ensemble
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CPU = torch.device("cpu")
-
-
-def _markov_docs(rng: np.random.Generator, n_docs: int, length: int = 120) -> list[list[int]]:
-    """Byte documents from a sparse Markov chain over 32 symbols: learnable in a few steps, so members
-    trained from different seeds make confident, different predictions."""
-    table = np.random.default_rng(123).integers(0, 32, size=32)
-    docs = []
-    for _ in range(n_docs):
-        x = [int(rng.integers(0, 32))]
-        for _ in range(length - 1):
-            x.append(int(table[x[-1]]) if rng.random() < 0.8 else int(rng.integers(0, 32)))
-        docs.append([97 + t for t in x])
-    return docs
-
-
-def _train(cfg) -> Path:
-    from pretrainlab.train.trainer import Trainer
-
-    Trainer(cfg).fit()
-    return Path(cfg.out_dir) / cfg.name
 
 
 @pytest.fixture(scope="module")
@@ -46,28 +28,19 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     data = make_prepared(
         tmp / "prepared",
-        train={"alpha": _markov_docs(rng, 120), "beta": _markov_docs(rng, 60, 300)},
-        val={"alpha": _markov_docs(rng, 8), "beta": _markov_docs(rng, 4, 300)},
+        train={"alpha": markov_docs(rng, 120), "beta": markov_docs(rng, 60, 300)},
+        val={"alpha": markov_docs(rng, 8), "beta": markov_docs(rng, 4, 300)},
     )
     out: dict[str, Path] = {"data": data}
     for seed in range(4):
-        out[f"m{seed}"] = _train(tiny_run_config(tmp / "runs", data, name=f"m{seed}", seed=seed,
+        out[f"m{seed}"] = train_run(tiny_run_config(tmp / "runs", data, name=f"m{seed}", seed=seed,
                                                  train={"steps": 12}, optim={"lr": 1e-2}))
     other = make_prepared(tmp / "other", train={"alpha": random_docs(rng, 40)}, val={"alpha": random_docs(rng, 4)},
                           vocab_size=300)
-    out["other_tokenizer"] = _train(tiny_run_config(tmp / "runs", other, name="other", train={"steps": 2}))
-    out["short"] = _train(tiny_run_config(tmp / "runs", data, name="short", data={"seq_len": 16},
+    out["other_tokenizer"] = train_run(tiny_run_config(tmp / "runs", other, name="other", train={"steps": 2}))
+    out["short"] = train_run(tiny_run_config(tmp / "runs", data, name="short", data={"seq_len": 16},
                                           train={"steps": 2, "global_batch_tokens": 16 * 8}))
     return out
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls: one thread is fastest, and the test machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 _LOADED: dict[Path, tuple] = {}

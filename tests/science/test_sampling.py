@@ -18,14 +18,7 @@ from pretrainlab.science.sampling import draw, iter_sample_streams, sample_seque
 VOCAB, SEQ, EOT, PAD = 40, 16, 38, 39
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is fastest, and the test machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def make(seed: int = 0, **kw: object) -> Decoder:
     torch.manual_seed(seed)

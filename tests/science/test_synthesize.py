@@ -16,15 +16,9 @@ from pretrainlab.data.prepared import PreparedData
 from pretrainlab.errors import ConfigError, DataError
 from pretrainlab.science.synthesize import finished_documents, first_documents, synthesize
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SETTINGS = {"seq_len": 32, "batch_size": 16, "seed": 0, "device": "cpu", "precision": "fp32", "progress": False}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
