@@ -159,7 +159,10 @@ def _asymptotes(fitted: dict[str, tuple[Any, str]]) -> Claim:
     claim = ("The tuned recipe's fitted asymptote E (L = E + A/N^alpha over all seeds) is below the standard one's: "
              "holds when the 95% bootstrap intervals are apart, n/a when they overlap.")
     if d is None or t is None:
-        return Claim(claim=claim, paper_figure="3.43 vs 3.75", our_figure="fit failed: " + (why_d or why_t),
+        failed = "; ".join(f"{name} recipe's fit failed: {why}" for name, why in (("standard", why_d), ("tuned", why_t))
+                           if why)
+        known = f"tuned E {_param(t, 'E')}" if t is not None else f"standard E {_param(d, 'E')}" if d is not None else ""
+        return Claim(claim=claim, paper_figure="3.43 vs 3.75", our_figure="; ".join(x for x in (failed, known) if x),
                      spread="-", holds=None)
     return Claim(claim=claim, paper_figure="3.43 vs 3.75", our_figure=f"{_param(t, 'E')} vs {_param(d, 'E')}",
                  spread="95% bootstrap intervals in brackets", holds=_below(t, d))
@@ -268,7 +271,7 @@ def _fit(x: list[float], y: list[float], name: str) -> tuple[Any, str]:
     try:
         return fit_power_law(x, y, bootstrap=200, seed=0, x_name=name), ""
     except FitError as e:
-        return None, str(e)
+        return None, e.message
 
 
 def _param(fit: Any, name: str) -> str:
