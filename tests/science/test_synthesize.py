@@ -1,6 +1,7 @@
 """`synthesize`: a tiny trained teacher's samples become a new prepared folder (base domains linked, the
-synthetic domain holding whole sampled documents, at least the tokens asked, and no token that was not
-sampled), a student trains on the mix, bad inputs fail clearly."""
+synthetic domain holding every sampled token of the smallest whole number of pieces reaching the count,
+plus one end-of-text closing each stream's unfinished last document), a student trains on the mix, bad
+inputs fail clearly."""
 
 import json
 import os
@@ -14,7 +15,7 @@ from helpers import EOT, make_prepared, random_docs, tiny_run_config
 from pretrainlab.cli import main
 from pretrainlab.data.prepared import PreparedData
 from pretrainlab.errors import ConfigError, DataError
-from pretrainlab.science.synthesize import finished_documents, first_documents, synthesize
+from pretrainlab.science.synthesize import finished_documents, pieces_needed, synthesize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,21 +54,21 @@ def test_finished_documents_are_the_sampled_tokens_up_to_each_streams_last_end_o
     assert [x.tolist() for x in left] == [[], [1], []]
 
 
-def test_first_documents_are_the_fewest_whole_documents_reaching_the_count() -> None:
-    flat, lengths = np.arange(9), np.array([3, 2, 4])
-    for need, n in ((1, 1), (3, 1), (4, 2), (5, 2), (6, 3), (9, 3), (50, 3)):
-        kept, kept_lengths = first_documents(flat, lengths, need)
-        assert kept_lengths.tolist() == lengths[:n].tolist() and kept.tolist() == flat[: lengths[:n].sum()].tolist()
+def test_pieces_needed_gives_the_smallest_multiple_of_a_piece_reaching_the_count() -> None:
+    for tokens, streams, seq_len, pieces in ((1000, 16, 32, 2), (512, 16, 32, 1), (513, 16, 32, 2), (1, 1, 8, 1),
+                                             (267_660, 64, 1024, 5), (400, 4, 8, 13)):
+        assert pieces_needed(tokens, streams, seq_len) == pieces
+        sampled = pieces * streams * seq_len
+        assert sampled >= tokens > sampled - streams * seq_len
 
 
-def test_writes_a_prepared_folder_with_the_base_and_whole_documents_reaching_the_count(teacher, tmp_path: Path) -> None:
+def test_writes_a_prepared_folder_with_the_base_and_every_sampled_token(teacher, tmp_path: Path) -> None:
     run, base_path = teacher
     out = synthesize([run], tokens=1000, out=tmp_path / "mix", **SETTINGS)
     data, base = PreparedData(out), PreparedData(base_path)  # opens: manifest valid, fingerprint matches
     assert data.domains == ["alpha", "beta", "synthetic"]
     shard = data.shard("synthetic", "train")
-    lengths = np.diff(np.asarray(shard.offsets))
-    assert 1000 <= shard.n_tokens < 1000 + lengths[-1] and data.shard("synthetic", "val").n_tokens == 0
+    assert data.shard("synthetic", "val").n_tokens == 0
     ends = np.asarray(shard.offsets[1:]) - 1
     assert (np.asarray(shard.tokens)[ends] == EOT).all()  # every document ends with end-of-text
     docs = np.split(np.asarray(shard.tokens, dtype=np.int64), np.asarray(shard.offsets[1:-1]))
@@ -79,20 +80,22 @@ def test_writes_a_prepared_folder_with_the_base_and_whole_documents_reaching_the
         assert os.path.samefile(out / name / "train.bin", base_path / name / "train.bin")  # hard-linked
     record = data.manifest["synthetic"]["synthetic"]
     assert record["teachers"] == [str(run)] and record["combine"] == "logits" and record["temperature"] == 1.0
-    assert record["seed"] == 0 and record["seq_len"] == 32 and record["streams"] == 8  # 1000 / (4 rows of 32)
-    assert record["tokens_requested"] == 1000 and record["tokens"] == shard.n_tokens
-    assert record["documents"] == shard.n_docs
-    # every sampled token is written, in a document left unfinished, or in a finished one past the count
-    assert record["tokens_sampled"] == record["tokens"] + record["unfinished_tokens"] + record["surplus_tokens"]
-    assert record["tokens_sampled"] % (8 * 32) == 0 and record["unfinished_documents"] <= 8
+    assert record["seed"] == 0 and record["seq_len"] == 32 and record["streams"] == 16  # min(16, 1000 / 32)
+    # 2 pieces of 16 streams x 32 tokens: the smallest multiple of 512 reaching 1000, every token written
+    assert record["tokens_requested"] == 1000 and record["tokens_sampled"] == 1024
+    assert record["tokens"] == shard.n_tokens == record["tokens_sampled"] + record["appended_eot"]
+    assert 0 <= record["appended_eot"] <= 16 and record["documents"] == shard.n_docs
+    assert not {"unfinished_documents", "unfinished_tokens", "surplus_tokens"} & set(record)
     assert record["base"]["fingerprint"] == base.fingerprint and record["checkpoints"][0].endswith("step-30")
     assert record["teacher_cost"]["wall_s"] > 0 and record["teacher_cost"]["tokens_per_s"] > 0
     assert not list(tmp_path.glob("mix.tmp-*"))
 
 
-def test_every_written_token_was_sampled_and_documents_run_on_past_a_row(teacher, tmp_path: Path) -> None:
-    """The domain is exactly the streams' finished documents in sampling order, cut at the count: no
-    end-of-text is added where a row of `seq_len` tokens ends, and a document can span rows."""
+def test_the_domain_is_the_streams_tokens_with_one_end_of_text_closing_each_unfinished_tail(teacher,
+                                                                                          tmp_path: Path) -> None:
+    """Token for token: the documents in the order they finish (piece, then stream), no end-of-text added
+    where a row of `seq_len` tokens ends (a document can span rows), then each stream's non-empty tail
+    with exactly one appended end-of-text."""
     from pretrainlab.eval.members import load_members
     from pretrainlab.science.sampling import iter_sample_streams
 
@@ -101,28 +104,30 @@ def test_every_written_token_was_sampled_and_documents_run_on_past_a_row(teacher
     out = synthesize([run], tokens=400, out=tmp_path / "mix", **settings)
     data = PreparedData(out)
     record = data.manifest["synthetic"]["synthetic"]
+    assert record["streams"] == 4 and record["tokens_sampled"] == 416  # 13 pieces of 4 x 8: least multiple >= 400
     models, _, base = load_members([run])
     gen = iter_sample_streams(models, streams=4, piece_len=8, window=8, seed=0, eot_id=EOT, pad_id=257,
                               vocab_size=base.vocab_size)
-    rows = np.concatenate([next(gen) for _ in range(record["tokens_sampled"] // 32)], axis=1)
+    rows = np.concatenate([next(gen) for _ in range(13)], axis=1)
     gen.close()
-    finished = []  # (piece that finishes it, stream, position): the order documents are written in
+    finished, tails = [], []  # finished: (piece that finishes it, stream, position, document)
     for stream, row in enumerate(rows):
         ends = np.flatnonzero(row == EOT)
-        for start, end in zip(np.concatenate([[0], ends[:-1] + 1]), ends):
+        for start, end in zip(np.concatenate([[0], ends[:-1] + 1]).astype(int), ends):
             finished.append((end // 8, stream, start, row[start : end + 1]))
+        tail = row[ends[-1] + 1 :] if ends.size else row
+        if tail.size:
+            tails.append(np.append(tail, EOT))
     finished.sort(key=lambda f: f[:3])
-    expected, total = [], 0
-    for *_, doc in finished:
-        if total >= 400:
-            break
-        expected.append(doc)
-        total += doc.size
-    written = np.asarray(data.shard("synthetic", "train").tokens, dtype=np.int64)
+    expected = [doc for *_, doc in finished] + tails
+    assert tails  # the check covers closed tails (seed 0 leaves some streams mid-document)
+    shard = data.shard("synthetic", "train")
+    written = np.asarray(shard.tokens, dtype=np.int64)
     np.testing.assert_array_equal(written, np.concatenate(expected))
-    assert (written == EOT).sum() == len(expected) == record["documents"]  # one end-of-text per document
-    written_docs = np.split(written, np.flatnonzero(written == EOT) + 1)[:-1]
-    assert any(len(d) > 8 for d in written_docs)  # documents longer than a row of seq_len tokens are kept
+    assert np.diff(np.asarray(shard.offsets)).tolist() == [len(d) for d in expected]  # the document boundaries
+    assert record["appended_eot"] == len(tails) and record["documents"] == len(expected) == (written == EOT).sum()
+    assert record["tokens"] == written.size == record["tokens_sampled"] + record["appended_eot"]
+    assert any(len(d) > 8 for d in expected)  # documents longer than a row of seq_len tokens are kept whole
 
 
 def test_same_seed_same_tokens_and_an_identical_pair_samples_like_one_teacher(teacher, tmp_path: Path) -> None:
@@ -189,8 +194,9 @@ def test_an_existing_output_needs_overwrite(teacher, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="already exists"):
         synthesize([run], tokens=100, out=out, **SETTINGS)
     synthesize([run], tokens=200, out=out, overwrite=True, **SETTINGS)
-    assert PreparedData(out).manifest["synthetic"]["synthetic"]["tokens_requested"] == 200
-    assert PreparedData(out).shard("synthetic", "train").n_tokens >= 200
+    record = PreparedData(out).manifest["synthetic"]["synthetic"]
+    assert record["tokens_requested"] == 200 and record["tokens_sampled"] == 224  # 7 streams x 32, all written
+    assert PreparedData(out).shard("synthetic", "train").n_tokens == 224 + record["appended_eot"]
 
 
 def test_cli(teacher, tmp_path: Path, capsys) -> None:
@@ -202,9 +208,10 @@ def test_cli(teacher, tmp_path: Path, capsys) -> None:
     data = PreparedData(tmp_path / "mix")
     record = data.manifest["synthetic"]["teacher_samples"]
     assert f"synthesized {record['tokens']:,} tokens in {record['documents']:,} documents (asked for 150)" in printed
-    assert "tokens/s" in printed and f"left out {record['unfinished_tokens']:,} tokens" in printed
-    assert data.domain_tokens()["teacher_samples"] == record["tokens"] >= 150
-    assert record["streams"] == 3 and record["seq_len"] == 16  # 150 tokens: 3 streams of 4 rows of 16 or more
+    assert "sampled 192 tokens in 4 streams of 3 x 16 tokens" in printed and "tokens/s" in printed
+    assert f"{record['appended_eot']} unfinished last document" in printed
+    assert data.domain_tokens()["teacher_samples"] == record["tokens"] == 192 + record["appended_eot"]
+    assert record["streams"] == 4 and record["seq_len"] == 16  # 3 pieces of 4 x 16: the least multiple >= 150
     assert main(argv) == 2
     assert "already exists" in capsys.readouterr().err
 
@@ -223,23 +230,38 @@ def test_a_failure_while_writing_leaves_nothing_behind(teacher, tmp_path: Path, 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_teachers_that_never_finish_a_document_fail_clearly_and_leave_nothing(teacher, tmp_path: Path,
-                                                                              monkeypatch) -> None:
+def test_a_teacher_that_never_samples_end_of_text_gives_one_document_per_stream(teacher, tmp_path: Path,
+                                                                                 monkeypatch) -> None:
     import pretrainlab.science.sampling as sampling
 
     run, _ = teacher
     sampled: list[int] = []
 
-    def endless(models, *, streams, piece_len, **kw):  # a teacher that never samples end-of-text
-        def pieces():
-            while True:
-                sampled.append(streams * piece_len)
-                yield np.ones((streams, piece_len), dtype=np.int64)
+    def fake(last: int):
+        def streams_of(models, *, streams, piece_len, **kw):  # each piece: rows of 1s, ending with `last`
+            def pieces():
+                while True:
+                    sampled.append(streams * piece_len)
+                    piece = np.ones((streams, piece_len), dtype=np.int64)
+                    piece[:, -1] = last
+                    yield piece
 
-        return pieces()
+            return pieces()
 
-    monkeypatch.setattr(sampling, "iter_sample_streams", endless)
-    with pytest.raises(DataError, match=r"finished too few documents: after sampling 1,056 tokens only 0"):
-        synthesize([run], tokens=100, out=tmp_path / "mix", **SETTINGS)
-    assert sum(sampled) == 1056  # one stream (100 tokens < 4 rows of 32), 32 at a time until 8 x (100 + 32)
-    assert list(tmp_path.iterdir()) == []
+        return streams_of
+
+    monkeypatch.setattr(sampling, "iter_sample_streams", fake(1))  # never an end-of-text
+    record = PreparedData(synthesize([run], tokens=100, out=tmp_path / "a", **SETTINGS)).manifest["synthetic"][
+        "synthetic"]
+    assert sum(sampled) == 128  # 4 streams (min(16, 100 / 32)), one piece of 32 each, then sampling stops
+    assert record["streams"] == 4 and record["tokens_sampled"] == 128 and record["appended_eot"] == 4
+    assert record["documents"] == 4 and record["tokens"] == 132
+    shard = PreparedData(tmp_path / "a").shard("synthetic", "train")
+    assert np.asarray(shard.tokens).tolist() == ([1] * 32 + [EOT]) * 4
+
+    sampled.clear()
+    monkeypatch.setattr(sampling, "iter_sample_streams", fake(EOT))  # every stream ends on a sampled end-of-text
+    record = PreparedData(synthesize([run], tokens=600, out=tmp_path / "b", **SETTINGS)).manifest["synthetic"][
+        "synthetic"]
+    assert sum(sampled) == 1024 and record["tokens_sampled"] == 1024 == record["tokens"]  # nothing appended
+    assert record["appended_eot"] == 0 and record["documents"] == 32  # 16 streams x 2 pieces

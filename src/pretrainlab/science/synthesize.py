@@ -8,19 +8,23 @@ logits of an ensemble) and training the student from scratch on a mix of real an
     <out>/manifest.json          the base manifest + the synthetic domain + a "synthetic" record (below)
     <out>/tokenizer.json         copied from the base (absent for the byte tokenizer)
     <out>/<base domain>/...      every shard of the base data, hard-linked (copied where links fail)
-    <out>/<domain>/train.*       the samples: whole documents, each ending with a sampled end-of-text
+    <out>/<domain>/train.*       the samples: every sampled token, as documents ending with end-of-text
     <out>/<domain>/val.*         empty (held-out text stays real)
 
-Every token written was sampled; none is added. Each of `batch_size` streams starts after an end-of-text
-and runs on from document to document (`sampling.iter_sample_streams`: past the teachers' context they
-see a sliding window of the stream's latest tokens), so a document may be longer than a row. Documents
-are taken in sampling order once finished, until they reach `tokens`: the domain holds at least `tokens`
-tokens and fewer than `tokens` plus one document. The documents still unfinished when sampling stops (at
-most one per stream) and the finished ones past the count are left out; the manifest counts both.
+Each of `streams` streams starts after an end-of-text and runs on from document to document
+(`sampling.iter_sample_streams`: past the teachers' context they see a sliding window of the stream's
+latest tokens), so a document may be longer than a row. Sampling takes exactly ceil(tokens / (streams *
+seq_len)) pieces of `seq_len` tokens per stream: the tokens sampled are the smallest multiple of
+`streams * seq_len` that is at least `tokens`. EVERY sampled token is written: the documents in the order
+they finish (each ending with the end-of-text the teacher sampled), then, stream by stream, the stream's
+unfinished last document (when it has tokens) closed with ONE appended end-of-text. So at most `streams`
+tokens are added (e.g. 64 in 268k tokens, 0.02%) and nothing sampled is thrown away: teachers trained on
+long documents finish few of them, and a rule that kept only finished documents sampled several times
+the tokens it wrote.
 
 The manifest's "synthetic" maps each synthetic domain to its teachers (run folders and checkpoints),
-the sampling settings, the token counts (asked, written, sampled, left out), the base data (path,
-fingerprint) and the teacher cost (`wall_s`, `tokens_per_s` of sampling, device); being part of the
+the sampling settings, the token counts (asked, sampled, written, end-of-text appended), the base data
+(path, fingerprint) and the teacher cost (`wall_s`, `tokens_per_s` of sampling, device); being part of the
 manifest, it is part of the fingerprint, so every synthesis is its own data. A student then trains on
 the folder with e.g. `data.weights={synthetic: 3, code: 1}`.
 """
@@ -68,17 +72,15 @@ def synthesize(
 ) -> Path:
     """Sample documents from `teachers` (one run folder, several sampled as an ensemble, or a folder with
     an ensemble.json) and write the base data (`data`, default the first teacher's) plus the domain
-    `domain`, holding at least `tokens` tokens of whole sampled documents, into the new prepared-data
-    folder `out`; return its path.
+    `domain`, holding about `tokens` tokens, into the new prepared-data folder `out`; return its path.
 
     `seq_len` (default: the teachers' training length, at most their max_seq_len) is the teachers'
-    context window while sampling and the tokens each stream samples per batch; up to `batch_size`
-    streams are sampled at once, fewer when `tokens` would give a stream under `ROWS_PER_STREAM` rows
-    (each stream leaves its last, unfinished document out, so short streams would waste much). Raises
+    context window while sampling and the tokens each stream samples per piece. `min(batch_size,
+    ceil(tokens / seq_len))` streams are sampled at once (every stream samples at least one piece), for
+    `pieces_needed(tokens, streams, seq_len)` pieces; the domain holds every sampled token plus one
+    end-of-text per stream whose last document was unfinished (see the module docstring). Raises
     ConfigError / DataError before any sampling for bad settings, an existing `out` (without
-    `overwrite`), `out` equal to the base data or a teacher's data, or a domain name the base already
-    has; a DataError when the teachers finish too few documents (not `tokens` tokens of them once
-    `MAX_OVERSAMPLING` times `tokens` plus one batch are sampled).
+    `overwrite`), `out` equal to the base data or a teacher's data, or a domain name the base already has.
     """
     from pretrainlab.data.prepare import _publish, _remove, _remove_stale_temps
     from pretrainlab.eval.members import expand_members, load_members
@@ -102,7 +104,8 @@ def synthesize(
             hint="name the synthetic domain something else, e.g. --domain synthetic2",
         )
     seq_len = seq_len or min(c.data.seq_len for c in configs)
-    streams = min(batch_size, math.ceil(tokens / (ROWS_PER_STREAM * seq_len)))
+    streams = min(batch_size, -(-tokens // seq_len))  # every stream samples at least one piece
+    n_pieces = pieces_needed(tokens, streams, seq_len)
 
     pieces = iter_sample_streams(  # checks the settings against the teachers before anything is written
         models, streams=streams, piece_len=seq_len, window=seq_len, temperature=temperature,
@@ -114,8 +117,8 @@ def synthesize(
     _remove(tmp)
     tmp.mkdir(parents=True)
     try:
-        with _Progress(progress, tokens) as bar:
-            written = _write_samples(tmp, base, domain, pieces, tokens, bar.update)
+        with _Progress(progress, n_pieces * streams * seq_len) as bar:
+            written = _write_samples(tmp, base, domain, pieces, n_pieces, bar.update)
         record: dict[str, Any] = {
             "teachers": [str(r) for r in runs],
             "checkpoints": [str(find_latest_checkpoint(r, warn=lambda _: None)) for r in runs],
@@ -126,12 +129,10 @@ def synthesize(
             "batch_size": batch_size,
             "streams": streams,
             "tokens_requested": tokens,
-            "tokens": written.entry["tokens"],
-            "documents": written.entry["documents"],
             "tokens_sampled": written.sampled,
-            "unfinished_documents": written.unfinished_documents,
-            "unfinished_tokens": written.unfinished_tokens,
-            "surplus_tokens": written.surplus_tokens,
+            "tokens": written.entry["tokens"],  # written: the sampled tokens + the appended end-of-text
+            "documents": written.entry["documents"],
+            "appended_eot": written.appended_eot,  # unfinished last documents closed with one end-of-text
             "base": {"path": str(base.path), "fingerprint": base.fingerprint},
             "teacher_cost": {
                 "wall_s": round(written.sample_s, 3),
@@ -150,17 +151,19 @@ def synthesize(
     print(
         f"synthesized {record['tokens']:,} tokens in {record['documents']:,} documents (asked for {tokens:,}) "
         f"from {len(models)} teacher{'s' if len(models) > 1 else ''}: sampled {written.sampled:,} tokens in "
-        f"{streams:,} stream{'s' if streams > 1 else ''} in {cost['wall_s']:.1f} s "
-        f"({cost['tokens_per_s']:,.0f} tokens/s on {dev})\n"
-        f"left out {written.unfinished_tokens:,} tokens of {written.unfinished_documents:,} documents unfinished "
-        f"when sampling stopped and {written.surplus_tokens:,} tokens of finished documents past the count\n"
+        f"{streams:,} stream{'s' if streams > 1 else ''} of {n_pieces:,} x {seq_len:,} tokens "
+        f"in {cost['wall_s']:.1f} s "
+        f"({cost['tokens_per_s']:,.0f} tokens/s on {dev}), all written; {written.appended_eot:,} unfinished "
+        f"last document{'s' if written.appended_eot != 1 else ''} closed with an appended end-of-text\n"
         f"wrote {out}: {', '.join(base.domains)} + {domain} (fingerprint {manifest['fingerprint'][:16]})"
     )
     return out
 
 
-ROWS_PER_STREAM = 4  # fewer streams than `batch_size` when `tokens` would give a stream fewer rows than this
-MAX_OVERSAMPLING = 8  # give up when `tokens` tokens of finished documents take more than 8 x (tokens + one batch)
+def pieces_needed(tokens: int, streams: int, seq_len: int) -> int:
+    """Pieces of `seq_len` tokens per stream to sample for about `tokens` tokens: ceil(tokens / (streams *
+    seq_len)), so the sampled count is the smallest multiple of `streams * seq_len` that is >= `tokens`."""
+    return -(-tokens // (streams * seq_len))
 
 
 def finished_documents(
@@ -187,14 +190,6 @@ def finished_documents(
     return flat, np.diff(ends, prepend=0), left
 
 
-def first_documents(flat: np.ndarray, lengths: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:
-    """The fewest leading documents that hold at least `need` tokens (all of them when they hold fewer)."""
-    totals = np.cumsum(lengths)
-    n = int(np.searchsorted(totals, need)) + 1 if need > 0 else 0
-    n = min(n, len(lengths))
-    return flat[: int(totals[n - 1]) if n else 0], lengths[:n]
-
-
 def document_bytes(base: PreparedData, flat: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """UTF-8 bytes of each document's text (its end-of-text left out), so bits-per-byte stay exact: for the
     byte tokenizer the byte tokens themselves, otherwise the length of the decoded text."""
@@ -211,10 +206,8 @@ def document_bytes(base: PreparedData, flat: np.ndarray, lengths: np.ndarray) ->
 @dataclass
 class _Written:
     entry: dict[str, Any]  # the train split's manifest entry
-    sampled: int  # tokens sampled
-    unfinished_documents: int  # documents still open when sampling stopped (at most one per stream), left out
-    unfinished_tokens: int  # their tokens
-    surplus_tokens: int  # tokens of finished documents past the count, left out
+    sampled: int  # tokens sampled, all written
+    appended_eot: int  # streams whose unfinished last document was closed with one appended end-of-text
     sample_s: float  # seconds spent sampling (the teacher cost), writing left out
 
 
@@ -223,44 +216,31 @@ def _write_samples(
     base: PreparedData,
     domain: str,
     pieces: Generator[np.ndarray, None, None],
-    tokens: int,
+    n_pieces: int,
     on_tokens: Callable[[int], None],
 ) -> _Written:
-    """Stream finished documents into the domain's train shard until they hold at least `tokens` tokens."""
-    pending: list[np.ndarray] | None = None
-    done, sampled, surplus, sample_s = 0, 0, 0, 0.0
-    limit: int | None = None
+    """Sample `n_pieces` pieces and write every token into the domain's train shard: the documents as they
+    finish, then each stream's unfinished tail (when non-empty) closed with one appended end-of-text."""
+    pending: list[np.ndarray] = []
+    sampled, sample_s = 0, 0.0
     with ShardWriter(tmp, domain, "train", base.dtype) as w, contextlib.closing(pieces):
-        tick = time.perf_counter()
-        for piece in pieces:
+        for i in range(n_pieces):
+            tick = time.perf_counter()
+            piece = next(pieces)
             sample_s += time.perf_counter() - tick
-            if pending is None:
+            if i == 0:
                 pending = [np.zeros(0, dtype=np.int64) for _ in range(len(piece))]
-                limit = MAX_OVERSAMPLING * (tokens + piece.size)
             sampled += piece.size
             flat, lengths, pending = finished_documents(pending, piece, eot_id=base.eot_id)
-            kept, kept_lengths = first_documents(flat, lengths, tokens - done)
-            if kept.size:
-                w.write(kept, kept_lengths, document_bytes(base, kept, kept_lengths))
-            done += kept.size
-            on_tokens(min(done, tokens))
-            if done >= tokens:
-                surplus = flat.size - kept.size
-                break
-            assert limit is not None
-            if sampled >= limit:
-                raise DataError(
-                    f"the teachers finished too few documents: after sampling {sampled:,} tokens only {done:,} "
-                    f"were in documents that ended with an end-of-text, short of the {tokens:,} asked",
-                    hint="the teachers rarely sample end-of-text: use teachers trained on data with documents "
-                    "of a few windows at most, or ask for more --tokens with a smaller --batch-size (longer "
-                    "streams)",
-                )
-            tick = time.perf_counter()
-    assert pending is not None
-    open_docs = [p for p in pending if p.size]
+            if flat.size:
+                w.write(flat, lengths, document_bytes(base, flat, lengths))
+            on_tokens(sampled)
+        tails = [np.append(p, base.eot_id) for p in pending if p.size]
+        if tails:
+            flat, lengths = np.concatenate(tails), np.array([t.size for t in tails], dtype=np.int64)
+            w.write(flat, lengths, document_bytes(base, flat, lengths))
     entry = {"documents": w.n_docs, "tokens": w.n_tokens, "bytes": w.n_bytes, "sha256": w.sha256}
-    return _Written(entry, sampled, len(open_docs), sum(p.size for p in open_docs), surplus, sample_s)
+    return _Written(entry, sampled, len(tails), sample_s)
 
 
 def _write_folder(
@@ -351,14 +331,14 @@ def _check_paths(out: Path, base: PreparedData, teacher_data: list[Path]) -> Non
 
 
 class _Progress:
-    """A progress bar of the tokens written, on stderr while sampling (only on a terminal)."""
+    """A progress bar of the tokens sampled, on stderr while sampling (only on a terminal)."""
 
     def __init__(self, enabled: bool, total: int) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         console = Console(file=sys.stderr)
-        self._bar = Progress(TextColumn("[bold]synthesize[/] tokens"), BarColumn(), MofNCompleteColumn(),
+        self._bar = Progress(TextColumn("[bold]synthesize[/] tokens sampled"), BarColumn(), MofNCompleteColumn(),
                              TimeRemainingColumn(), console=console, transient=True,
                              disable=not (enabled and console.is_terminal))
         self._task = self._bar.add_task("tokens", total=total)

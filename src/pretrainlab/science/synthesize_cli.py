@@ -10,7 +10,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "synthesize", help="sample token sequences from a teacher or ensemble into a prepared-data domain"
     )
     p.add_argument("teachers", nargs="+", help="teacher run folder(s); several are sampled as an ensemble")
-    p.add_argument("--tokens", type=int, required=True, help="at least N tokens of whole sampled documents (no token is added)")
+    p.add_argument("--tokens", type=int, required=True,
+                   help="about N tokens: whole streams of sampled tokens, each stream's last document closed with "
+                   "one end-of-text")
     p.add_argument("--out", required=True, help="new prepared-data folder: the base data plus the synthetic domain")
     p.add_argument("--data", default=None, help="base prepared data to copy in (default: the first teacher's)")
     p.add_argument("--domain", default="synthetic", help="name of the synthetic domain")
