@@ -18,7 +18,7 @@ seq_len)) pieces of `seq_len` tokens per stream: the tokens sampled are the smal
 `streams * seq_len` that is at least `tokens`. EVERY sampled token is written: the documents in the order
 they finish (each ending with the end-of-text the teacher sampled), then, stream by stream, the stream's
 unfinished last document (when it has tokens) closed with ONE appended end-of-text. So at most `streams`
-tokens are added (e.g. 64 in 268k tokens, 0.02%) and nothing sampled is thrown away: teachers trained on
+tokens are added (e.g. at most 64 in 327,680 sampled, 0.02%) and nothing sampled is thrown away: teachers trained on
 long documents finish few of them, and a rule that kept only finished documents sampled several times
 the tokens it wrote.
 
