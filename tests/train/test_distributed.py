@@ -121,7 +121,7 @@ def test_full_state_round_trip_single_process() -> None:
 
 WORKER = textwrap.dedent(
     """
-    import json, sys
+    import json, os, sys
     from pathlib import Path
     import torch
     import torch.nn.functional as F
@@ -188,6 +188,10 @@ WORKER = textwrap.dedent(
     if ctx.is_main:
         (out / "losses.json").write_text(json.dumps(losses))
     shutdown(ctx)
+    # As `pretrainlab.cli.main` does under torchrun: interpreter teardown with gloo/FSDP threads alive can
+    # abort ("terminate called without an active exception") after a successful run.
+    sys.stdout.flush()
+    os._exit(0)
     """
 )
 
