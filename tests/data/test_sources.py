@@ -8,7 +8,6 @@ import json
 import sys
 import random
 import zipfile
-from pathlib import Path
 
 import pytest
 
