@@ -88,6 +88,20 @@ class HFDiskSource(_SourceBase):
     split: str | None = Field(default=None, description="For a DatasetDict folder: which split to read.")
 
 
+class HFDatasetSource(_SourceBase):
+    """Local files read through Hugging Face `datasets` (optional extra `datasets`), streamed, offline.
+
+    `format` is the `datasets` builder (`parquet`, `json` for JSON Lines, `csv`, `text`); `paths` are the
+    data files (globs). Nothing is downloaded: a path that does not exist is an error.
+    """
+
+    type: Literal["hf"] = "hf"
+    format: Literal["parquet", "json", "csv", "text"]
+    paths: list[str] = Field(min_length=1)
+    text_field: str = "text"
+    streaming: bool = Field(default=True, description="Iterate without building an Arrow cache on disk.")
+
+
 class StdlibSource(_SourceBase):
     """The `.py` files of the running interpreter's standard library (tests excluded): real code, no download."""
 
@@ -97,7 +111,7 @@ class StdlibSource(_SourceBase):
 
 
 SourceConfig = Annotated[
-    Union[TextSource, JsonlSource, ParquetSource, ZipSource, HFDiskSource, StdlibSource],
+    Union[TextSource, JsonlSource, ParquetSource, ZipSource, HFDiskSource, HFDatasetSource, StdlibSource],
     Field(discriminator="type"),
 ]
 
@@ -279,6 +293,38 @@ class TeacherConfig(StrictModel):
         return value
 
 
+class TrackerConfig(StrictModel):
+    """An experiment tracker that receives every line metrics.jsonl gets (metrics.jsonl is always written).
+
+    `name` is `tensorboard`, `wandb` or `mlflow` (optional extras); `options` go to the tracker, e.g.
+    `{mode: offline}` for wandb or `{tracking_uri: sqlite:///mlflow.db}` for MLflow. On the command line
+    `trackers=tensorboard` and `trackers=[tensorboard, wandb]` are shorthands.
+    """
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class TaskEvalConfig(StrictModel):
+    """Downstream tasks scored at every evaluation (see `pretrainlab eval --tasks`).
+
+    `tasks` maps a task name to a local file (`{arc_easy: data/arc_easy.jsonl}`); the name picks the
+    format and scorer from the task registry, or `format` in a mapping value says it for any name:
+    `{mytask: {path: f.jsonl, format: multiple_choice}}`. Scores go to the evaluation lines of
+    metrics.jsonl as `task/<name>/<metric>`.
+    """
+
+    tasks: dict[str, Any] = Field(default_factory=dict)
+    num_fewshot: int = Field(default=0, ge=0)
+    limit: int | None = Field(default=None, ge=1, description="Score at most this many examples per task.")
+    seed: int = Field(default=1234, description="Chooses the few-shot examples.")
+
+
 class RunConfig(StrictModel):
     """Root config of `pretrainlab train`: everything needed to rerun a run exactly."""
 
@@ -300,6 +346,18 @@ class RunConfig(StrictModel):
     teacher: TeacherConfig | None = Field(
         default=None, description="A frozen teacher (run folders) for objectives that need one, e.g. distill."
     )
+    init_from: str | None = Field(
+        default=None,
+        description="Start from these weights (a run folder, a checkpoint folder, or a Hugging Face Llama "
+        "folder) with a fresh optimiser and schedule: continued pretraining.",
+    )
+    trackers: list[TrackerConfig] = Field(default_factory=list)
+    tasks: TaskEvalConfig = Field(default_factory=TaskEvalConfig)
+
+    @field_validator("trackers", mode="before")
+    @classmethod
+    def _trackers_shorthand(cls, value: Any) -> Any:
+        return [value] if isinstance(value, (str, dict)) else value
 
 
 # --------------------------------------------------------------------------------------------

@@ -338,7 +338,7 @@ class Trainer:
             f"val_bpb {result.get('val_bpb', math.nan):.4f}"
         )
         self.meter.restart()
-        return result
+        return {k: v for k, v in record.items() if k not in ("step", "tokens")}  # with what callbacks added
 
     # ------------------------------------------------------------------ checkpoints
 
