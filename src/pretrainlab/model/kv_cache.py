@@ -56,6 +56,23 @@ class KVCache:
         """Forget every position (the buffers are kept and overwritten)."""
         self.length = 0
 
+    def repeat_rows(self, n: int) -> "KVCache":
+        """A new cache holding every cached position of this one-row cache, copied to `n` rows.
+
+        Scoring several continuations of one context runs the context once, then continues all of them
+        from the copies (see `eval/likelihood.py`).
+        """
+        out = KVCache(self.n_layers, self.max_len)
+        out.length = self.length
+        for i, (k, v) in enumerate(zip(self.keys, self.values)):
+            if k is not None and v is not None:
+                if k.shape[0] != 1:
+                    raise ValueError(f"repeat_rows copies a one-row cache; this one holds {k.shape[0]} rows")
+                out.keys[i], out.values[i] = k.new_empty((n, *k.shape[1:])), v.new_empty((n, *v.shape[1:]))
+                out.keys[i][:, :, : self.length] = k[:, :, : self.length]  # type: ignore[index]
+                out.values[i][:, :, : self.length] = v[:, :, : self.length]  # type: ignore[index]
+        return out
+
     def layer(self, index: int, n_new: int) -> "LayerCache":
         """The view layer `index` writes `n_new` new positions through (checked against the free space)."""
         if n_new > self.remaining:

@@ -1,0 +1,223 @@
+"""Log-likelihood scoring of continuations and of whole texts: the engine under every task scorer.
+
+`score_continuations` answers "how likely is this continuation after this context?" for many
+(context, continuation) pairs at once, the request lm-evaluation-harness calls `loglikelihood`.
+Multiple-choice tasks ask it for several continuations of one context; those are grouped, the context
+runs through the model once into a KV cache, and all continuations are scored in one batched forward
+from copies of that cache, so the shared context is never recomputed per choice. Requests whose
+context is not shared are batched as whole rows (right-padded: causal attention never lets a real
+position see the padding after it).
+
+`score_rolling` gives the log-likelihood of a whole token sequence (perplexity, bits per byte) in
+disjoint windows of the model's context length, lm-evaluation-harness's `loglikelihood_rolling`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Rows x padded length per batched forward: large enough to amortise the call, small enough for memory.
+BATCH_TOKENS = 16_384
+
+
+@dataclass(frozen=True)
+class ContinuationScore:
+    """The continuation's summed log-probability (nats), whether greedy decoding would produce it, its length."""
+
+    logprob: float
+    greedy: bool
+    n_tokens: int
+
+
+def score_continuations(
+    model: nn.Module,
+    requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+    *,
+    device: torch.device | str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+    bos_id: int | None = None,
+    batch_tokens: int = BATCH_TOKENS,
+) -> list[ContinuationScore]:
+    """Score each (context ids, continuation ids) pair; results in input order.
+
+    An empty context becomes `[bos_id]` (pass the tokenizer's end-of-text id: training documents follow
+    one). A pair longer than the model's window (`model.cfg.max_seq_len` + 1 tokens) loses tokens from the
+    left of its context; a continuation that alone fills the window is an error.
+    """
+    from pretrainlab.model.kv_cache import supports_kv_cache
+    from pretrainlab.train.distributed import unwrap_model
+
+    core = unwrap_model(model)
+    window = int(core.cfg.max_seq_len)  # type: ignore[union-attr]
+    device = torch.device(device)
+    normalised = [_fit_window(ctx, cont, window, bos_id, i) for i, (ctx, cont) in enumerate(requests)]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (ctx, _) in enumerate(normalised):
+        groups.setdefault(ctx, []).append(i)
+
+    results: list[ContinuationScore | None] = [None] * len(requests)
+    shared = supports_kv_cache(core)
+    rows: list[int] = []  # requests scored as whole rows
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), _autocast(device, autocast_dtype):
+            for ctx, members in groups.items():
+                if shared and len(members) > 1:
+                    conts = [normalised[i][1] for i in members]
+                    for i, score in zip(members, _score_shared_context(core, ctx, conts, device)):
+                        results[i] = score
+                else:
+                    rows.extend(members)
+            for batch in _length_batches(rows, [len(normalised[i][0]) + len(normalised[i][1]) - 1 for i in rows],
+                                         batch_tokens):
+                pairs = [normalised[i] for i in batch]
+                for i, score in zip(batch, _score_rows(core, pairs, device)):
+                    results[i] = score
+    finally:
+        model.train(was_training)
+    return [r for r in results if r is not None]
+
+
+def score_rolling(
+    model: nn.Module,
+    tokens: Sequence[int],
+    *,
+    device: torch.device | str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+    bos_id: int,
+    batch_size: int = 16,
+) -> tuple[float, int]:
+    """(summed log-probability of every token of `tokens`, number of tokens), the first predicted from `bos_id`.
+
+    Disjoint windows of `max_seq_len` predictions: window w predicts tokens[w*L : (w+1)*L] from the token
+    before it (`bos_id` for the first window) and the window's own tokens, as nanoGPT-style validation does.
+    """
+    from pretrainlab.train.distributed import unwrap_model
+
+    core = unwrap_model(model)
+    L = int(core.cfg.max_seq_len)  # type: ignore[union-attr]
+    device = torch.device(device)
+    seq = [int(bos_id)] + [int(t) for t in tokens]
+    pairs = [(tuple(seq[s : s + 1]), tuple(seq[s + 1 : s + 1 + L])) for s in range(0, len(seq) - 1, L)]
+    total = 0.0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), _autocast(device, autocast_dtype):
+            for start in range(0, len(pairs), batch_size):
+                total += sum(s.logprob for s in _score_rows(core, pairs[start : start + batch_size], device))
+    finally:
+        model.train(was_training)
+    return total, len(seq) - 1
+
+
+# ----------------------------------------------------------------------------------------------- internals
+
+
+def _fit_window(
+    context: Sequence[int], continuation: Sequence[int], window: int, bos_id: int | None, index: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    cont = tuple(int(t) for t in continuation)
+    if not cont:
+        raise ValueError(f"request {index}: the continuation is empty; there is nothing to score")
+    if len(cont) > window:
+        raise ValueError(
+            f"request {index}: a continuation of {len(cont)} tokens does not fit the model's window of {window}"
+        )
+    ctx = tuple(int(t) for t in context)
+    if not ctx:
+        if bos_id is None:
+            raise ValueError(f"request {index}: the context is empty; pass bos_id (the end-of-text id) to score it")
+        ctx = (int(bos_id),)
+    keep = window + 1 - len(cont)  # context tokens that fit before the continuation
+    return ctx[-keep:], cont
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):  # type: ignore[no-untyped-def]
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def _length_batches(items: list[int], lengths: list[int], batch_tokens: int) -> Iterator[list[int]]:
+    """Items grouped into batches of similar length (longest first) holding <= batch_tokens padded tokens."""
+    order = sorted(range(len(items)), key=lambda j: -lengths[j])
+    batch: list[int] = []
+    width = 0
+    for j in order:
+        width = max(width, lengths[j]) if batch else lengths[j]
+        if batch and width * (len(batch) + 1) > batch_tokens:
+            yield batch
+            batch, width = [], lengths[j]
+        batch.append(items[j])
+    if batch:
+        yield batch
+
+
+def _continuation_scores(
+    model: nn.Module, hidden: torch.Tensor, targets: list[torch.Tensor]
+) -> list[ContinuationScore]:
+    """hidden (B, m_max, d) holds, per row, the states predicting that row's targets (first m_b positions)."""
+    logprobs = F.log_softmax(model.logits(hidden).float(), dim=-1)  # type: ignore[operator]
+    out = []
+    for b, tgt in enumerate(targets):
+        lp = logprobs[b, : tgt.numel()]
+        picked = lp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+        greedy = bool((lp.argmax(dim=-1) == tgt).all())
+        out.append(ContinuationScore(float(picked.sum()), greedy, int(tgt.numel())))
+    return out
+
+
+def _score_rows(
+    model: nn.Module, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], device: torch.device
+) -> list[ContinuationScore]:
+    """One forward over rows context + continuation[:-1] (right-padded)."""
+    rows = [list(ctx) + list(cont[:-1]) for ctx, cont in pairs]
+    T = max(len(r) for r in rows)
+    x = torch.zeros(len(rows), T, dtype=torch.long)
+    for b, r in enumerate(rows):
+        x[b, : len(r)] = torch.tensor(r)
+    hidden = model(x.to(device))
+    m_max = max(len(cont) for _, cont in pairs)
+    picked = torch.zeros(len(rows), m_max, hidden.shape[-1], dtype=hidden.dtype, device=device)
+    targets = []
+    for b, (ctx, cont) in enumerate(pairs):
+        start = len(ctx) - 1  # the last context position predicts the first continuation token
+        picked[b, : len(cont)] = hidden[b, start : start + len(cont)]
+        targets.append(torch.tensor(cont, dtype=torch.long, device=device))
+    return _continuation_scores(model, picked, targets)
+
+
+def _score_shared_context(
+    model: nn.Module, context: Sequence[int], continuations: list[Sequence[int]], device: torch.device
+) -> list[ContinuationScore]:
+    """The context once into a KV cache, then every continuation[:-1] in one batch from copies of it."""
+    from pretrainlab.model.kv_cache import KVCache
+
+    m_max = max(len(c) for c in continuations)
+    cache = KVCache.for_model(model, len(context) + m_max - 1)
+    last = model(torch.tensor([list(context)], dtype=torch.long, device=device), cache=cache)[:, -1:]
+    n = len(continuations)
+    if m_max > 1:
+        x = torch.zeros(n, m_max - 1, dtype=torch.long)
+        for b, c in enumerate(continuations):
+            x[b, : len(c) - 1] = torch.tensor(list(c[:-1]))
+        rest = model(x.to(device), cache=cache.repeat_rows(n))
+        hidden = torch.cat((last.expand(n, -1, -1), rest), dim=1)
+    else:
+        hidden = last.expand(n, -1, -1)
+    targets = [torch.tensor(list(c), dtype=torch.long, device=device) for c in continuations]
+    return _continuation_scores(model, hidden, targets)
+
+
+def perplexity(logprob: float, n_tokens: int) -> float:
+    """exp(-mean log-probability); inf for an empty sequence would hide a bug, so that is an error."""
+    if n_tokens <= 0:
+        raise ValueError("perplexity of zero tokens is undefined")
+    return math.exp(-logprob / n_tokens)
