@@ -523,7 +523,7 @@ def _suggest(model_cls: type[BaseModel], loc: list[str]) -> str | None:
 
 
 def _drop_union_tags(model_cls: type[BaseModel], loc: list[str]) -> list[str]:
-    tags = {"text", "jsonl", "parquet", "zip", "hf_disk", "stdlib"}
+    tags = {"text", "jsonl", "parquet", "zip", "hf_disk", "hf", "stdlib"}
     out = []
     for i, part in enumerate(loc):
         if part in tags and i > 0 and loc[i - 1].isdigit():

@@ -1,4 +1,5 @@
-"""Document sources: text files, JSON Lines, Parquet, zip archives, `datasets` folders and the stdlib.
+"""Document sources: text files, JSON Lines, Parquet, zip archives, Hugging Face `datasets` (saved folders and
+local files) and the stdlib.
 
 Every source resolves its files up front (a missing path or a glob that matches nothing fails before any
 work), then streams documents in a sorted, deterministic order, hashing each file's bytes (sha256) as it
@@ -8,6 +9,7 @@ reads them. Nothing holds more than one file (for `split=file`) or one read chun
 from __future__ import annotations
 
 import codecs
+import contextlib
 import fnmatch
 import glob
 import hashlib
@@ -15,6 +17,7 @@ import json
 import os
 import re
 import sysconfig
+import tempfile
 import threading
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -24,6 +27,7 @@ from typing import IO, Any, TypeVar
 
 from pretrainlab.config import (
     DocumentSplit,
+    HFDatasetSource,
     HFDiskSource,
     JsonlSource,
     ParquetSource,
@@ -489,8 +493,88 @@ class ZipArchivesSource(Source):
             self.records.append(record)
 
 
+# ---------------------------------------------------------------------------------------------
+# Hugging Face `datasets`: saved folders and local files, offline, in row batches
+# ---------------------------------------------------------------------------------------------
+
+_HF_OFFLINE_ENV = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+
+
+def _import_datasets(what: str) -> Any:
+    """The `datasets` module, or a DataError saying which extra to install."""
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(
+            f"{what}: reading through Hugging Face `datasets` needs the `datasets` package",
+            hint="pip install pretrainlab[datasets]",
+        ) from None
+    return datasets
+
+
+@contextlib.contextmanager
+def _hf_offline(datasets: Any) -> Iterator[None]:
+    """`datasets` in offline mode for the duration (its config reads the env only at import, so both are set):
+    local files never need the network, and this makes sure nothing is fetched."""
+    saved_env = {k: os.environ.get(k) for k in _HF_OFFLINE_ENV}
+    config = getattr(datasets, "config", None)
+    saved_cfg = {k: getattr(config, k) for k in _HF_OFFLINE_ENV if hasattr(config, k)}
+    try:
+        for k in _HF_OFFLINE_ENV:
+            os.environ[k] = "1"
+        for k in saved_cfg:
+            setattr(config, k, True)
+        yield
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        for k, v in saved_cfg.items():
+            setattr(config, k, v)
+
+
+def _documents_of_batches(
+    batches: Iterator[dict[str, list[Any]]],
+    ref: FileRef,
+    text_field: str,
+    *,
+    domain: str,
+    diag: Diagnostics,
+    hint: str,
+    read_error: Callable[[Exception], DataError],
+) -> Iterator[Document]:
+    """Documents of the `text_field` column of column batches (dicts of lists), one per row: a value that is
+    not a string (null, a number) is skipped and counted as a bad row; a missing column is a DataError that
+    lists the columns there are; an error of the reader itself becomes `read_error(e)`."""
+    row = 0
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except DataError:
+            raise
+        except Exception as e:  # datasets/pyarrow raise their own types for unreadable input
+            raise read_error(e) from None
+        if text_field not in batch:
+            raise DataError(f"{ref.display}: no column {text_field!r} (it has: {', '.join(batch)})", hint=hint)
+        for value in batch[text_field]:
+            row += 1
+            if not isinstance(value, str):
+                kind = "null" if value is None else type(value).__name__
+                diag.bad_line(domain, ref.display, row, f"row has {kind} in {text_field!r}, not a string")
+                continue
+            yield Document(value, ref, row - 1)
+
+
 class HFDiskDatasetSource(Source):
-    """A `datasets` folder written by `save_to_disk`, read offline in row batches."""
+    """A `datasets` folder written by `save_to_disk`, read offline in row batches.
+
+    `load_from_disk` memory-maps the Arrow files (nothing is loaded into memory up front) and the text
+    column is iterated `PARQUET_BATCH_ROWS` rows at a time, so a folder larger than memory streams.
+    """
 
     def __init__(self, cfg: HFDiskSource, index: int) -> None:
         super().__init__(cfg, index)
@@ -506,17 +590,11 @@ class HFDiskDatasetSource(Source):
         ]
 
     def documents(self, diag: Diagnostics) -> Iterator[Document]:
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-        try:
-            import datasets
-        except ImportError:
-            raise DataError(
-                f"{self.describe()}: reading a `datasets` folder needs the `datasets` package",
-                hint="pip install pretrainlab[datasets]",
-            ) from None
+        datasets = _import_datasets(self.describe())
         self.records = [hash_file(f.path, f.display) for f in self.files if f.path is not None]
         try:
-            ds: Any = datasets.load_from_disk(str(self.root))
+            with _hf_offline(datasets):
+                ds: Any = datasets.load_from_disk(str(self.root), keep_in_memory=False)
         except Exception as e:  # datasets raises FileNotFoundError or its own errors for a foreign folder
             raise DataError(f"{self.root}: not a `datasets` save_to_disk folder ({e})", hint="check the path") from None
         name = str(self.root)
@@ -531,20 +609,67 @@ class HFDiskDatasetSource(Source):
                 )
             ds = ds[split]
             name = f"{self.root}[{split}]"
-        if self.text_field not in ds.column_names:
-            raise DataError(
-                f"{name}: no column {self.text_field!r} (it has: {', '.join(ds.column_names)})",
-                hint="set text_field to the text column",
-            )
         ref = FileRef(display=name, rel=self.split or "data", path=None)
-        row = 0
-        for batch in ds.select_columns([self.text_field]).iter(batch_size=PARQUET_BATCH_ROWS):
-            for value in batch[self.text_field]:
-                row += 1
-                if not isinstance(value, str):
-                    diag.bad_line(self.domain, name, row, f"row has {type(value).__name__} in {self.text_field!r}, not a string")
-                    continue
-                yield Document(value, ref, row - 1)
+        hint = f"set {self.describe().split(' ')[0]}.text_field to the text column"
+        if self.text_field not in ds.column_names:
+            raise DataError(f"{name}: no column {self.text_field!r} (it has: {', '.join(ds.column_names)})", hint=hint)
+        batches = iter(ds.select_columns([self.text_field]).iter(batch_size=PARQUET_BATCH_ROWS))
+        yield from _documents_of_batches(
+            batches, ref, self.text_field, domain=self.domain, diag=diag, hint=hint,
+            read_error=lambda e: DataError(f"{name}: cannot be read ({e})", hint="check the folder"),
+        )
+
+
+class HFFilesSource(Source):
+    """Local Parquet, JSON Lines, CSV or text files read through `datasets.load_dataset(format, data_files=...)`,
+    one file at a time in sorted order, offline.
+
+    Streaming (the default) iterates each file in row batches with no Arrow cache: the builder's lock files go
+    to a temporary folder removed afterwards, so nothing is written to the home folder. `streaming: false`
+    builds `datasets`' usual Arrow cache (in `HF_DATASETS_CACHE`) first, then iterates it memory-mapped.
+    Documents are indexed by row within their file, as the jsonl and parquet sources do, so the same file read
+    either way gives the same documents and the same validation split.
+    """
+
+    def __init__(self, cfg: HFDatasetSource, index: int) -> None:
+        super().__init__(cfg, index)
+        self.format, self.text_field, self.streaming = cfg.format, cfg.text_field, cfg.streaming
+        self.files = resolve_paths(cfg.paths, self.describe())
+
+    def describe(self) -> str:
+        return f"sources[{self.index}] (hf {self.format}, domain {self.domain!r})"
+
+    def documents(self, diag: Diagnostics) -> Iterator[Document]:
+        datasets = _import_datasets(self.describe())
+        self.records = []
+        hint = f"set {self.describe().split(' ')[0]}.text_field to the text column"
+        for ref in self.files:
+            assert ref.path is not None
+            record = hash_file(ref.path, ref.display)
+            with tempfile.TemporaryDirectory(prefix="pretrainlab-hf-") as cache:
+                batches = self._batches(datasets, ref, cache if self.streaming else None)
+                yield from _documents_of_batches(
+                    batches, ref, self.text_field, domain=self.domain, diag=diag, hint=hint,
+                    read_error=lambda e, ref=ref: self._read_error(ref, e),
+                )
+            self.records.append(record)
+
+    def _batches(self, datasets: Any, ref: FileRef, cache_dir: str | None) -> Iterator[dict[str, list[Any]]]:
+        """The file's rows as column batches; errors surface on the first `next` (handled by the caller)."""
+        with _hf_offline(datasets):
+            ds = datasets.load_dataset(
+                self.format, data_files=[str(ref.path)], split="train", streaming=self.streaming, cache_dir=cache_dir
+            )
+        if ds.column_names is not None and self.text_field in ds.column_names:
+            ds = ds.select_columns([self.text_field])
+        yield from ds.iter(batch_size=PARQUET_BATCH_ROWS)
+
+    def _read_error(self, ref: FileRef, e: Exception) -> DataError:
+        cause = getattr(e, "__cause__", None) or e  # datasets wraps the reader's error
+        return DataError(
+            f"{ref.display}: not readable as {self.format} by `datasets` ({type(cause).__name__}: {cause})",
+            hint=f"check the file, or set {self.describe().split(' ')[0]}.format to the file's format",
+        )
 
 
 _SOURCE_TYPES: dict[str, type[Source]] = {
@@ -554,6 +679,7 @@ _SOURCE_TYPES: dict[str, type[Source]] = {
     "parquet": ParquetFilesSource,
     "zip": ZipArchivesSource,
     "hf_disk": HFDiskDatasetSource,
+    "hf": HFFilesSource,
 }
 
 
