@@ -50,6 +50,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pretrainlab.eval.hf_export import export_from_cli
+
+    return export_from_cli(args.run, args.out, fmt=args.format, checkpoint=args.checkpoint, dtype=args.dtype,
+                           overwrite=args.overwrite)
+
+
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     from pretrainlab.quickstart import quickstart
 
@@ -91,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the newest complete one)")
     p.set_defaults(func=_cmd_generate)
 
+    p = sub.add_parser("export", help="write a run as a Hugging Face LlamaForCausalLM folder (transformers, vLLM)")
+    p.add_argument("run", help="run folder")
+    p.add_argument("out", help="output folder (written atomically)")
+    p.add_argument("--format", default="hf", choices=["hf"], help="hf: config.json, model.safetensors, tokenizer files")
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the newest complete one)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="dtype of the saved weights")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
+    p.set_defaults(func=_cmd_export)
+
     p = sub.add_parser("quickstart", help="prepare + train + evaluate + sample on the built-in stdlib corpus")
     p.add_argument("--out", default="quickstart", help="folder for the prepared data and the run")
     p.add_argument("--minutes", type=float, default=3.0, help="training time budget")
@@ -110,6 +126,7 @@ _SCIENCE_COMMANDS = (
     "pretrainlab.science.synthesize_cli",
     "pretrainlab.science.report_cli",
     "pretrainlab.science.replicate_cli",
+    "pretrainlab.eval.lm_eval_cli",
 )
 
 
