@@ -63,6 +63,11 @@ class Trainer:
         self.callbacks: list[Callback] = build_callbacks(cfg.callbacks)
         self.objective = build_objective(cfg.objective, cfg.objective_options)
         self.data = PreparedData(cfg.data.path)
+        if cfg.init_from is not None:  # continued pretraining: the source fills the model section
+            from pretrainlab.train.init_from import open_init_source
+
+            self.init_source = open_init_source(cfg.init_from)
+            cfg = self.cfg = self.init_source.configure(cfg, self.data, warn=self._say)
         self.model_cfg = resolve_model_config(cfg.model, vocab_size=self.data.vocab_size, seq_len=cfg.data.seq_len)
         self.loader = TokenLoader(
             self.data,
@@ -87,6 +92,8 @@ class Trainer:
         _seed_everything(cfg.seed)
         _set_deterministic(cfg.train.deterministic, self.device)
         model = build_model(self.model_cfg)
+        if cfg.init_from is not None:  # before wrapping: DDP/FSDP start from the loaded weights
+            self.init_source.load_into(model, run_dir=self.run_dir if resume else None, say=self._say)
         self.wrapped = wrap_model(model, self.ctx)
         self.module = unwrap_model(self.wrapped)
         self.optimizer = build_optimizer(self.module, cfg.optim)

@@ -1,0 +1,233 @@
+"""`init_from`: start a run from another model's weights with a fresh optimiser and schedule
+(continued pretraining).
+
+The source is a pretrainlab run folder (its newest complete checkpoint that verifies), a checkpoint folder
+(`<run>/checkpoints/step-<N>`), or a Hugging Face Llama folder (config.json + safetensors, possibly sharded).
+
+The architecture comes from the source, as litgpt's `--initial_checkpoint_dir` takes it from the checkpoint:
+every model field the run leaves unset is filled from the source, so `init_from=HF_DIR` alone is a complete
+model section, and the run's config.yaml records the filled fields. A shape field the run does set
+(`n_layers`, `d_model`, `n_heads`, `n_kv_heads`, `mlp_hidden`, `vocab_size`, `tie_embeddings`, `bias`, the
+component names, `qk_norm`, or a `preset`) must agree with the source, else a ConfigError names it.
+`rope_theta` and `norm_eps` may be set to other values on purpose (e.g. a larger theta for longer
+context); `max_seq_len` defaults to the larger of the source's and `data.seq_len`; `dropout` and
+`init_std` are the run's own.
+
+The data's tokenizer must fit the source's embedding (its vocabulary at most the source's rows); text
+encoded differently from the source's own tokenizer (when it is at hand) is warned about.
+
+The weights are loaded into the freshly built model before DDP/FSDP wrap it. A resumed run with a
+checkpoint of its own continues from that checkpoint; the source is then only read for its config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from pretrainlab.config import ModelConfig, RunConfig
+from pretrainlab.data.prepared import PreparedData
+from pretrainlab.errors import CheckpointError, ConfigError, DataError
+
+SHAPE_FIELDS = (
+    "n_layers", "d_model", "n_heads", "n_kv_heads", "mlp_hidden", "vocab_size", "tie_embeddings", "bias",
+    "norm", "mlp", "attention", "linear", "linear_options", "qk_norm",
+)
+FILLED_FIELDS = ("rope_theta", "norm_eps")
+PROBE_TEXT = "The quick brown fox jumps over 13 lazy dogs.\n\tdef f(x):\n\t\treturn x  # naïve café, 日本語 ✓"
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class InitSource:
+    """Where the starting weights come from, and the source's resolved model config."""
+
+    path: Path
+    kind: str  # "hf" | "run" | "checkpoint"
+    model: ModelConfig
+    checkpoint: Path | None = None  # kind run / checkpoint
+    run_config: RunConfig | None = None  # kind run / checkpoint
+
+    def describe(self) -> str:
+        if self.kind == "hf":
+            return f"the Hugging Face Llama folder {self.path}"
+        return f"checkpoint {self.checkpoint}"
+
+    # -- the config ------------------------------------------------------------------------
+
+    def configure(self, cfg: RunConfig, data: PreparedData, *, warn: Say = print) -> RunConfig:
+        """`cfg` with its model section filled from the source and checked against it (see the module doc)."""
+        model = fill_model_config(cfg.model, self.model, data_vocab=data.vocab_size, seq_len=cfg.data.seq_len,
+                                  source=self.describe())
+        if self.model.vocab_size is not None and data.vocab_size > self.model.vocab_size:
+            raise DataError(
+                f"the data {data.path} has a vocabulary of {data.vocab_size} tokens, but {self.describe()} "
+                f"embeds only {self.model.vocab_size}",
+                hint=self._tokenizer_hint(),
+            )
+        self._check_tokenizer(data, warn)
+        return cfg.model_copy(update={"model": model})
+
+    def _tokenizer_hint(self) -> str:
+        if self.kind == "hf":
+            return (
+                f"prepare the data with the model's own tokenizer: tokenizer.kind=file "
+                f"tokenizer.path={self.path / 'tokenizer.json'}; if that tokenizer has no padding token "
+                "pretrainlab adds one past its vocabulary, so name an unused token of it instead, e.g. "
+                "tokenizer.pad_token='<unk>' (Llama 2) or tokenizer.pad_token='<|reserved_special_token_0|>' "
+                "(Llama 3)"
+            )
+        assert self.run_config is not None
+        return f"prepare the data with the source run's tokenizer (that of {self.run_config.data.path})"
+
+    def _check_tokenizer(self, data: PreparedData, warn: Say) -> None:
+        theirs = self._source_token_ids()
+        if theirs is None:
+            return
+        ours = list(data.tokenizer.encode(PROBE_TEXT))
+        if ours != theirs:
+            warn(
+                f"warning: init_from: the data {data.path} is tokenized differently from {self.describe()} "
+                "(a probe text gives other ids); its embeddings will not mean what they meant. "
+                + self._tokenizer_hint()
+            )
+
+    def _source_token_ids(self) -> list[int] | None:
+        """The probe text's ids under the source's own tokenizer; None when it is not at hand."""
+        try:
+            if self.kind == "hf":
+                path = self.path / "tokenizer.json"
+                if not path.is_file():
+                    return None
+                from tokenizers import Tokenizer
+
+                return list(Tokenizer.from_file(str(path)).encode(PROBE_TEXT, add_special_tokens=False).ids)
+            assert self.run_config is not None
+            return list(PreparedData(self.run_config.data.path).tokenizer.encode(PROBE_TEXT))
+        except Exception:  # an unreadable or absent source tokenizer is no reason to stop: no check then
+            return None
+
+    # -- the weights -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The source's weights under pretrainlab names (float32 for Hugging Face folders)."""
+        if self.kind == "hf":
+            from pretrainlab.eval.hf_import import read_hf_llama
+
+            return read_hf_llama(self.path)[1]
+        from pretrainlab.train.checkpoint import load_checkpoint
+
+        assert self.checkpoint is not None
+        return load_checkpoint(self.checkpoint)[0]
+
+    def load_into(self, model: nn.Module, *, run_dir: Path | None = None, say: Say = print) -> bool:
+        """Copy the source's weights into `model` (built from the configured config); True when loaded.
+
+        `run_dir` is given for a resumed run: when it has a checkpoint of its own nothing is loaded here
+        (the trainer restores that checkpoint next).
+        """
+        from pretrainlab.train.checkpoint import list_checkpoints
+
+        if run_dir is not None and list_checkpoints(run_dir):
+            return False
+        state = self.state_dict()
+        expected = model.state_dict()
+        for name, t in expected.items():
+            if name not in state:
+                raise CheckpointError(f"{self.describe()} has no tensor {name!r}",
+                                      hint="the source does not hold a complete pretrainlab decoder")
+            if tuple(state[name].shape) != tuple(t.shape):
+                raise CheckpointError(
+                    f"{self.describe()}: tensor {name!r} has shape {tuple(state[name].shape)}, the run's model "
+                    f"{tuple(t.shape)}",
+                    hint="leave the model's shape fields unset so init_from fills them from the source",
+                )
+        extra = sorted(set(state) - set(expected))
+        if extra:
+            raise CheckpointError(f"{self.describe()} holds tensors the run's model lacks: {', '.join(extra[:5])}",
+                                  hint="the source was trained with other model components")
+        model.load_state_dict(state)
+        say(f"init_from: weights from {self.describe()} (fresh optimiser and schedule)")
+        return True
+
+
+def open_init_source(path: str | Path) -> InitSource:
+    """Recognise `path` (HF folder, run folder or checkpoint folder) and read its model config."""
+    from pretrainlab.eval.hf_import import is_hf_folder, read_hf_config
+    from pretrainlab.train.checkpoint import MODEL_FILE, find_latest_checkpoint
+
+    p = Path(path)
+    if not p.is_dir():
+        raise ConfigError(
+            f"init_from={str(path)!r} does not exist or is not a folder",
+            hint="point init_from at a run folder, a checkpoint folder (run/checkpoints/step-N) or a Hugging "
+            "Face Llama folder",
+        )
+    if is_hf_folder(p):
+        return InitSource(path=p, kind="hf", model=read_hf_config(p))
+    if (p / "config.yaml").is_file():
+        ckpt = find_latest_checkpoint(p)
+        if ckpt is None:
+            raise CheckpointError(f"init_from={str(path)!r}: the run has no complete checkpoint that verifies",
+                                  hint="let the source run finish (it checkpoints at the end)")
+        return _from_checkpoint(p, ckpt, "run")
+    if (p / MODEL_FILE).is_file() and (p.parent.parent / "config.yaml").is_file():
+        return _from_checkpoint(p.parent.parent, p, "checkpoint")
+    raise ConfigError(
+        f"init_from={str(path)!r} is neither a run folder (config.yaml), a checkpoint folder (model.safetensors "
+        "inside run/checkpoints/) nor a Hugging Face folder (config.json)",
+        hint="point init_from at one of those",
+    )
+
+
+def _from_checkpoint(run_dir: Path, ckpt: Path, kind: str) -> InitSource:
+    from safetensors import safe_open
+
+    from pretrainlab.model import resolve_model_config
+    from pretrainlab.train.checkpoint import MODEL_FILE
+    from pretrainlab.train.run_folder import load_run_config
+
+    run_cfg = load_run_config(run_dir)
+    try:
+        with safe_open(str(ckpt / MODEL_FILE), framework="pt") as f:
+            rows = int(f.get_slice("embed.weight").get_shape()[0])
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{ckpt / MODEL_FILE}: no readable embed.weight ({e})",
+                              hint="use a complete checkpoint written by pretrainlab") from None
+    model = resolve_model_config(run_cfg.model, vocab_size=rows, seq_len=run_cfg.data.seq_len)
+    return InitSource(path=ckpt, kind=kind, model=model, checkpoint=ckpt, run_config=run_cfg)
+
+
+def fill_model_config(run: ModelConfig, src: ModelConfig, *, data_vocab: int, seq_len: int, source: str) -> ModelConfig:
+    """The run's model section with every unset field taken from the source's resolved config `src`.
+
+    Fields the run sets explicitly (pydantic's `model_fields_set`, values other than None) are kept; a shape
+    field (SHAPE_FIELDS, or a size its `preset` implies) that differs from the source's is a ConfigError
+    naming it. `source` names the source in messages.
+    """
+    from pretrainlab.model import resolve_model_config
+    from pretrainlab.model.resolve import SIZE_FIELDS
+
+    explicit = {f: getattr(run, f) for f in run.model_fields_set if getattr(run, f) is not None}
+    if "preset" in explicit:  # the preset's sizes count as set
+        resolved = resolve_model_config(run, vocab_size=data_vocab, seq_len=seq_len)
+        for f in SIZE_FIELDS:
+            explicit.setdefault(f, getattr(resolved, f))
+    for f in SHAPE_FIELDS:
+        if f in explicit and explicit[f] != getattr(src, f):
+            via = f" (from model.preset={explicit['preset']!r})" if f not in run.model_fields_set else ""
+            raise ConfigError(
+                f"model.{f}={explicit[f]!r}{via} does not match init_from: {source} has {f}={getattr(src, f)!r}",
+                hint=f"remove model.{f}" + (" and model.preset" if via else "")
+                + " from the config (init_from fills the model from the source), or start from a model of this shape",
+            )
+    update: dict[str, Any] = {f: getattr(src, f) for f in SHAPE_FIELDS + FILLED_FIELDS if f not in explicit}
+    update["preset"] = None
+    if "max_seq_len" not in explicit:
+        update["max_seq_len"] = max(int(src.max_seq_len or 0), seq_len)
+    return ModelConfig.model_validate({**run.model_dump(), **update})
