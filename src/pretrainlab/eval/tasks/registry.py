@@ -163,9 +163,9 @@ def _resolve(name: str, value: Any) -> TaskSpec:
 
 def _choose_format(name: str, task: TaskDef, path: str | None) -> str:
     if path is None:
-        if len(task.formats) == 1:
-            return task.formats[0]
-        raise ConfigError(f"task {name!r}: no file to read", hint=f"give the path: --tasks {name}=PATH")
+        if task.formats:
+            return task.formats[0]  # a generated task's layout, or one that needs a file (said next)
+        raise ConfigError(f"task {name!r} needs a file", hint=f"give the path: tasks: {{{name}: {{path: PATH}}}}")
     try:
         detected = detect_format(path)
     except DataError as e:
