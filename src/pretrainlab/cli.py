@@ -54,7 +54,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from pretrainlab.eval.hf_export import export_from_cli
 
     return export_from_cli(args.run, args.out, fmt=args.format, checkpoint=args.checkpoint, dtype=args.dtype,
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, data=args.data)
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the newest complete one)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="dtype of the saved weights")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
+    p.add_argument("--data", default=None, help="prepared-data folder with the run's tokenizer (default: the run's own)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("quickstart", help="prepare + train + evaluate + sample on the built-in stdlib corpus")

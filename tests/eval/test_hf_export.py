@@ -26,8 +26,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 transformers = pytest.importorskip("transformers")
 
 TEXTS = ["Hello, world!", "naïve café — 日本語のテキスト 🎉", "  two spaces\n\ttab\r\nend", "x", "", "a" * 100]
-# init_std 0.2: attention logits far from uniform, so a wrong q/k row order would show in the logits
-# (with the default 0.02 a missing RoPE permutation changes them by only ~1e-3).
+# init_std 0.2: attention logits far from uniform, so a wrong q/k row order shows in the logits (with
+# the default 0.02 a missing RoPE permutation changes them by only ~1e-3; at 0.2 these tests fail without it).
 BIG_INIT = {"init_std": 0.2}
 
 
@@ -149,8 +149,8 @@ def test_greedy_generation_matches(tmp_path, byte_data):
         ours = generate(model, data.tokenizer, prompt, max_tokens=12, temperature=0.0, top_k=None, seed=0,
                         device=torch.device("cpu"))
         ids = torch.tensor([[tok.bos_token_id] + tok(prompt).input_ids])  # pretrainlab starts at end-of-text
-        gen = hf.generate(ids, max_new_tokens=12, do_sample=False, suppress_tokens=[tok.pad_token_id],
-                          attention_mask=torch.ones_like(ids))
+        # generation_config.json suppresses padding, as pretrainlab's sampler does
+        gen = hf.generate(ids, max_new_tokens=12, do_sample=False, attention_mask=torch.ones_like(ids))
         assert ours and tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True) == ours
 
 
@@ -177,7 +177,8 @@ def test_unregistered_components_are_refused_before_loading(tmp_path):
 
     run = tmp_path / "run"
     run.mkdir()
-    write_config(run, RunConfig.model_validate({"model": {"attention": "ring", "linear": "lowrank", "norm": "layernorm"}}))
+    model = {"attention": "ring", "linear": "lowrank", "norm": "layernorm"}
+    write_config(run, RunConfig.model_validate({"model": model}))
     with pytest.raises(ConfigError) as e:
         export_hf(run, tmp_path / "hf")
     for part in ("model.attention='ring'", "model.linear='lowrank'", "model.norm='layernorm'"):
@@ -219,4 +220,15 @@ def test_cli_export_bfloat16(tmp_path, byte_data, capsys):
     assert provenance["step"] == 2 and provenance["tokenizer_kind"] == "bytes"
     hf = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert hf.dtype == torch.bfloat16
-    assert main(["export", str(run), str(out)]) == 2  # exists, not empty
+    assert main(["export", str(run), str(out), "--data", str(byte_data)]) == 2  # exists, not empty
+    assert main(["export", str(run), str(tmp_path / "again"), "--data", str(byte_data)]) == 0
+
+
+def test_every_model_config_field_is_mapped_refused_or_not_carried():
+    from pretrainlab.config import ModelConfig
+    from pretrainlab.eval.hf_llama import LLAMA_ONLY_FIELDS, MAPPED_FIELDS, NOT_CARRIED_FIELDS, unsupported_parts
+
+    decided = set(MAPPED_FIELDS) | set(LLAMA_ONLY_FIELDS) | set(NOT_CARRIED_FIELDS)
+    assert decided == set(ModelConfig.model_fields), "decide how a new ModelConfig field exports (eval/hf_llama.py)"
+    assert unsupported_parts(ModelConfig(**LLAMA_ONLY_FIELDS)) == []  # the Llama values are the defaults' own
+    assert len(unsupported_parts(ModelConfig(linear_options={"rank": 4}))) == 1

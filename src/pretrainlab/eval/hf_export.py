@@ -36,11 +36,13 @@ def export_hf(
     *,
     dtype: str = "float32",
     overwrite: bool = False,
+    data: str | Path | None = None,
 ) -> Path:
     """Export `checkpoint` of `run_dir` (default: the newest complete one) to `out_dir`; return `out_dir`.
 
     `dtype` is the dtype of the saved weights (`float32` exact, `bfloat16` half the size). An existing
-    non-empty `out_dir` is refused unless `overwrite`.
+    non-empty `out_dir` is refused unless `overwrite`. The tokenizer comes from the run's prepared folder,
+    or from `data` (a prepared folder with the same tokenizer) when that one has moved.
     """
     from safetensors.torch import save as safetensors_save
 
@@ -56,7 +58,7 @@ def export_hf(
     _check_out(out, overwrite)
     if (run_dir / "config.yaml").is_file():  # refuse a non-Llama model before loading anything
         require_llama(load_run_config(run_dir).model, f"run {run_dir} (model section of its config.yaml)")
-    model, cfg, prepared, ckpt = load_run(run_dir, checkpoint, device="cpu")
+    model, _, prepared, ckpt = load_run(run_dir, checkpoint, data=data, device="cpu")
     model_cfg = model.cfg  # resolved: every size filled
     require_llama(model_cfg, f"run {run_dir}")
     tensors = {k: v.to(DTYPES[dtype]) for k, v in to_hf_state(model.state_dict(), model_cfg).items()}
@@ -70,8 +72,9 @@ def export_hf(
         ids = write_tokenizer_files(tmp, tokenizer, token_file, max_len=int(model_cfg.max_seq_len or 0))
         config = llama_config(model_cfg, dtype=dtype, bos_id=ids["bos"], eos_id=ids["eos"], pad_id=ids["pad"])
         _write_json(tmp / "config.json", config)
-        _write_json(tmp / "generation_config.json", {
+        _write_json(tmp / "generation_config.json", {  # padding is never generated, as in pretrainlab
             "bos_token_id": ids["bos"], "eos_token_id": ids["eos"], "pad_token_id": ids["pad"],
+            "suppress_tokens": [ids["pad"]],
         })
         (tmp / WEIGHTS_FILE).write_bytes(safetensors_save(tensors, metadata={"format": "pt"}))
         _write_json(tmp / "pretrainlab.json", _provenance(run_dir, ckpt, prepared, tokenizer.kind, dtype))
@@ -82,11 +85,12 @@ def export_hf(
     return out
 
 
-def export_from_cli(run: str, out: str, *, fmt: str, checkpoint: str | None, dtype: str, overwrite: bool) -> int:
+def export_from_cli(run: str, out: str, *, fmt: str, checkpoint: str | None, dtype: str, overwrite: bool,
+                    data: str | None = None) -> int:
     """The `export` subcommand: export, then say how to load the folder."""
     if fmt != "hf":
         raise ConfigError(f"--format {fmt!r} is not supported", hint="use --format hf")
-    path = export_hf(run, out, checkpoint, dtype=dtype, overwrite=overwrite)
+    path = export_hf(run, out, checkpoint, dtype=dtype, overwrite=overwrite, data=data)
     print(f"wrote {path} (LlamaForCausalLM, {dtype})")
     print("load it with: AutoModelForCausalLM.from_pretrained(...) and AutoTokenizer.from_pretrained(...) "
           f"from transformers on {str(path)!r}")

@@ -40,6 +40,19 @@ LLAMA_DEFAULTS: dict[str, Any] = {
 }
 
 
+# Every ModelConfig field, decided (a test fails when a new field is not listed here):
+MAPPED_FIELDS = {  # pretrainlab field -> LlamaConfig key
+    "n_layers": "num_hidden_layers", "d_model": "hidden_size", "n_heads": "num_attention_heads",
+    "n_kv_heads": "num_key_value_heads", "mlp_hidden": "intermediate_size", "vocab_size": "vocab_size",
+    "max_seq_len": "max_position_embeddings", "tie_embeddings": "tie_word_embeddings", "rope_theta": "rope_theta",
+    "norm_eps": "rms_norm_eps", "bias": "attention_bias + mlp_bias", "init_std": "initializer_range",
+}
+LLAMA_ONLY_FIELDS = {  # must have this value, else the export is refused
+    "norm": "rmsnorm", "mlp": "swiglu", "attention": "sdpa", "linear": "dense", "linear_options": {}, "qk_norm": False,
+}
+NOT_CARRIED_FIELDS = ("preset", "dropout")  # preset only names sizes; dropout is training-only
+
+
 # --------------------------------------------------------------------------------------------
 # RoPE layouts
 # --------------------------------------------------------------------------------------------
@@ -176,6 +189,9 @@ def model_config_from_llama(hf: dict[str, Any], source: str) -> ModelConfig:
         if hf.get(key):
             raise refuse(key, "not supported (pretrainlab attends to the whole window, with full-precision "
                          "weights)", f"import a checkpoint without {key}")
+    missing = [k for k in ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size") if k not in hf]
+    if missing:
+        raise ConfigError(f"{source}: the key(s) {', '.join(missing)} are missing", hint="not a complete Llama config.json")
     if float(get("attention_dropout") or 0.0) != 0.0:
         raise refuse("attention_dropout", "attention-probability dropout has no pretrainlab equivalent",
                      "set attention_dropout to 0.0 in config.json (it only affects training)")
@@ -207,9 +223,7 @@ def model_config_from_llama(hf: dict[str, Any], source: str) -> ModelConfig:
             bias=bool(get("attention_bias")),
             init_std=float(get("initializer_range")),
         )
-    except KeyError as e:
-        raise ConfigError(f"{source}: the key {e.args[0]!r} is missing", hint="not a complete Llama config.json") from None
-    except ValueError as e:  # pydantic: a value out of range
+    except (ValueError, TypeError) as e:  # pydantic: a value out of range
         raise ConfigError(f"{source}: a value does not fit pretrainlab's model config ({e})") from None
 
 
