@@ -33,7 +33,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pretrainlab.eval.entry import eval_from_cli
 
-    return eval_from_cli(args.run, data=args.data, checkpoint=args.checkpoint)
+    return eval_from_cli(args.run, data=args.data, checkpoint=args.checkpoint, tasks=args.tasks,
+                         num_fewshot=args.num_fewshot, limit=args.limit, seed=args.seed, val=args.val)
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -82,10 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("eval", help="validation loss and bits-per-byte per domain of a run")
+    p = sub.add_parser("eval", help="validation loss and bits-per-byte per domain of a run, or its downstream task scores (--tasks)")
     p.add_argument("run", help="run folder")
     p.add_argument("--data", default=None, help="prepared-data folder (default: the run's own)")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the newest complete one)")
+    p.add_argument("--tasks", nargs="+", default=None, metavar="SPEC",
+                   help="score downstream tasks instead of validation loss: NAME=PATH (e.g. arc_easy=arc_easy.jsonl), "
+                   "NAME, or PATH (layout read from the file); see docs/evaluation.md")
+    p.add_argument("--num-fewshot", type=int, default=0, metavar="K", help="K solved examples before each question")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N examples per task")
+    p.add_argument("--seed", type=int, default=1234, help="seed of the few-shot draws")
+    p.add_argument("--val", action="store_true", help="with --tasks: the validation loss pass too")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("generate", help="sample text from a run")

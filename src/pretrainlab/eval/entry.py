@@ -1,6 +1,9 @@
 """`pretrainlab eval RUN`: score a run's newest checkpoint on validation data, print and save the result.
 
 The result goes to `<run>/eval-<data-name>.json` (metrics.jsonl stays the training log).
+With `--tasks SPEC...` it scores downstream tasks instead (eval/tasks/cli.py: a table,
+`<run>/tasks-step<N>.json` and an `{"event": "tasks"}` line in metrics.jsonl); `--val` keeps the
+validation pass too, on the same loaded model.
 """
 
 from __future__ import annotations
@@ -12,17 +15,53 @@ from typing import Any
 import torch
 
 from pretrainlab.config import RunConfig
+from pretrainlab.errors import ConfigError
 
 
-def eval_from_cli(run: str | Path, data: str | Path | None = None, checkpoint: str | Path | None = None) -> int:
-    """Load the run, evaluate on its own prepared data (or `data`), print a table, write the JSON."""
-    from pretrainlab.eval.evaluate import evaluate
+def eval_from_cli(
+    run: str | Path,
+    data: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    *,
+    tasks: list[str] | None = None,
+    num_fewshot: int = 0,
+    limit: int | None = None,
+    seed: int = 1234,
+    val: bool = False,
+) -> int:
+    """Load the run, evaluate on its own prepared data (or `data`), print a table, write the JSON.
+
+    With `tasks` (NAME=PATH, NAME or PATH words), score those tasks instead, or as well with `val`.
+    """
     from pretrainlab.eval.load import load_run
-    from pretrainlab.train.checkpoint import checkpoint_step
     from pretrainlab.train.distributed import resolve_device
 
+    if num_fewshot < 0:
+        raise ConfigError(f"--num-fewshot must be 0 or more (got {num_fewshot})")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be 1 or more (got {limit})", hint="leave it out to score every example")
+    specs = None
+    if tasks:
+        from pretrainlab.eval.tasks.registry import parse_task_args, resolve_tasks
+
+        specs = resolve_tasks(parse_task_args(tasks))  # a bad name or file fails before the model loads
     device = resolve_device("auto")
     model, cfg, prepared, ckpt = load_run(run, checkpoint, data=data, device=device)
+    if specs is None or val:
+        _eval_validation(run, model, cfg, prepared, ckpt, device)
+    if specs is not None:
+        from pretrainlab.eval.tasks.cli import score_run_tasks
+
+        score_run_tasks(run, model, prepared, ckpt, specs, device=device, autocast_dtype=eval_autocast_dtype(cfg, device),
+                        num_fewshot=num_fewshot, limit=limit, seed=seed)
+    return 0
+
+
+def _eval_validation(run: str | Path, model: Any, cfg: RunConfig, prepared: Any, ckpt: Path, device: torch.device) -> None:
+    """Validation loss and bits per byte per domain: the table and `<run>/eval-<data-name>.json`."""
+    from pretrainlab.eval.evaluate import evaluate
+    from pretrainlab.train.checkpoint import checkpoint_step
+
     metrics = evaluate(
         model,
         prepared,
@@ -51,7 +90,6 @@ def eval_from_cli(run: str | Path, data: str | Path | None = None, checkpoint: s
     out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print_eval_table(metrics, title=f"{run} @ {ckpt.name} on {prepared.path}")
     print(f"wrote {out}")
-    return 0
 
 
 def eval_autocast_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:

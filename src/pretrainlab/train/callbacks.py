@@ -17,7 +17,9 @@ a resumed run continues with the same callback state. `trainer.request_stop(reas
 cleanly after the current step.
 
 The `stability` and `sigterm` callbacks are on by default: they are added when the config does not
-list them; list one with `options: {enabled: false}` to turn it off.
+list them; list one with `options: {enabled: false}` to turn it off. `task_eval` (downstream tasks at
+every evaluation, eval/tasks/callback.py) is added the same way when the config names tasks
+(`tasks.tasks`); see `default_callbacks`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pretrainlab.config import CallbackConfig
+from pretrainlab.config import CallbackConfig, RunConfig
 from pretrainlab.errors import ConfigError
 from pretrainlab.registry import Registry
 
@@ -99,7 +101,13 @@ def register_callback(name: str) -> Callable[[type[Callback]], type[Callback]]:
 
 
 def _load_builtins() -> None:
+    from pretrainlab.eval.tasks import callback  # noqa: F401  (registers "task_eval")
     from pretrainlab.train import signals, stability  # noqa: F401  (register "sigterm", "stability")
+
+
+def default_callbacks(cfg: RunConfig) -> tuple[str, ...]:
+    """The callbacks a run gets without listing them: DEFAULT_CALLBACKS, plus `task_eval` when it names tasks."""
+    return DEFAULT_CALLBACKS + (("task_eval",) if cfg.tasks.tasks else ())
 
 
 def build_callbacks(configs: list[CallbackConfig], *, defaults: tuple[str, ...] = DEFAULT_CALLBACKS) -> list[Callback]:

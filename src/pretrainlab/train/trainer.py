@@ -27,7 +27,7 @@ from pretrainlab.data.prepared import PreparedData
 from pretrainlab.errors import DataError
 from pretrainlab.optim import build_optimizer, build_schedule, check_optimizer, check_schedule
 from pretrainlab.train.batch_plan import plan_batches
-from pretrainlab.train.callbacks import Callback, StepInfo, build_callbacks
+from pretrainlab.train.callbacks import Callback, StepInfo, build_callbacks, default_callbacks
 from pretrainlab.train.compile_choice import choose_compile
 from pretrainlab.train.distributed import DistContext
 from pretrainlab.train.metrics import MetricsWriter, ProgressDisplay, ThroughputMeter, read_metrics
@@ -60,7 +60,7 @@ class Trainer:
         self.plan = plan_batches(cfg, self.ctx.world_size)
         check_schedule(cfg.schedule, cfg.train.steps)
         check_optimizer(cfg.optim)
-        self.callbacks: list[Callback] = build_callbacks(cfg.callbacks)
+        self.callbacks: list[Callback] = build_callbacks(cfg.callbacks, defaults=default_callbacks(cfg))
         self.objective = build_objective(cfg.objective, cfg.objective_options)
         self.data = PreparedData(cfg.data.path)
         if cfg.init_from is not None:  # continued pretraining: the source fills the model section
