@@ -232,3 +232,21 @@ def test_every_model_config_field_is_mapped_refused_or_not_carried():
     assert decided == set(ModelConfig.model_fields), "decide how a new ModelConfig field exports (eval/hf_llama.py)"
     assert unsupported_parts(ModelConfig(**LLAMA_ONLY_FIELDS)) == []  # the Llama values are the defaults' own
     assert len(unsupported_parts(ModelConfig(linear_options={"rank": 4}))) == 1
+
+
+def test_lm_eval_hf_model_scores_the_export_like_pretrainlab(tmp_path, byte_data):
+    """lm-evaluation-harness `--model hf` on the export gives pretrainlab's own log-likelihoods."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from pretrainlab.eval.likelihood import score_continuations
+
+    run = _run(tmp_path, byte_data, "r", steps=2)
+    out = export_hf(run, tmp_path / "hf")
+    pairs = [("abcabc", "abc"), ("abcabc", "zzz"), ("hello", " world")]
+    lm = HFLM(pretrained=str(out), device="cpu", batch_size=1)
+    theirs = lm.loglikelihood([Instance("loglikelihood", {}, p, i) for i, p in enumerate(pairs)])
+    ours = score_continuations(load_run(run)[0], [(list(c.encode()), list(x.encode())) for c, x in pairs])
+    for (logprob, greedy), score in zip(theirs, ours):
+        assert abs(logprob - score.logprob) < 1e-4 and greedy == score.greedy
