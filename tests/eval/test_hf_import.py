@@ -83,6 +83,37 @@ def test_sharded_folder_saved_by_transformers(source, tmp_path):
     assert all(torch.equal(state[k], ours[k]) for k in ours)
 
 
+@pytest.mark.parametrize("tied, bias", [(False, False), (True, True)])
+def test_a_model_made_by_transformers_computes_the_same_in_pretrainlab(tmp_path, tied, bias):
+    """The import on its own (not an export read back): a LlamaForCausalLM initialised and saved by
+    transformers, loaded into pretrainlab's Decoder, gives the same logits."""
+    transformers = pytest.importorskip("transformers")
+    from pretrainlab.model import build_model
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=96, hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=6,
+        num_key_value_heads=2, max_position_embeddings=40, rms_norm_eps=1e-6, rope_theta=300.0,
+        tie_word_embeddings=tied, attention_bias=bias, mlp_bias=bias, initializer_range=0.2,
+    )
+    hf = transformers.LlamaForCausalLM(config).eval()
+    if bias:  # transformers initialises biases to zero; make them matter
+        with torch.no_grad():
+            for name, param in hf.named_parameters():
+                if name.endswith(".bias"):
+                    param.normal_(0, 0.2)
+    hf.save_pretrained(tmp_path / "hf")
+    cfg, state = read_hf_llama(tmp_path / "hf")
+    assert (cfg.n_kv_heads, cfg.max_seq_len, cfg.tie_embeddings, cfg.bias) == (2, 40, tied, bias)
+    model = build_model(cfg).eval()
+    model.load_state_dict(state)
+    tokens = torch.randint(0, 96, (2, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        diff = float((model.logits(model(tokens)) - hf(tokens).logits).abs().max())
+    print(f"max |logits diff| {diff:.3g}")
+    assert diff < 1e-4
+
+
 @pytest.mark.parametrize(
     "changes, key",
     [
