@@ -43,11 +43,16 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 class MetricsWriter:
-    """Appends JSON lines to `path`; `truncate_after(step)` first keeps only lines up to that step."""
+    """Appends JSON lines to `path`; `truncate_after(step)` first keeps only lines up to that step.
 
-    def __init__(self, path: str | Path) -> None:
+    `sinks` (e.g. the experiment trackers, train/trackers/) get every record written, after its line is
+    flushed, and are closed by `close()`; each has `log(record)` and `close()`.
+    """
+
+    def __init__(self, path: str | Path, sinks: list[Any] | None = None) -> None:
         self.path = Path(path)
         self._file: TextIO | None = None
+        self.sinks: list[Any] = list(sinks or [])
 
     def truncate_after(self, step: int) -> None:
         """Keep the lines with `step <= step` that are not end lines (atomically rewritten)."""
@@ -61,11 +66,15 @@ class MetricsWriter:
             self._file = open(self.path, "a", encoding="utf-8")
         self._file.write(json.dumps(_clean(record)) + "\n")
         self._file.flush()
+        for sink in self.sinks:
+            sink.log(record)
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+        for sink in self.sinks:
+            sink.close()
 
 
 class ThroughputMeter:

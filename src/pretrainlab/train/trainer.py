@@ -33,6 +33,7 @@ from pretrainlab.train.distributed import DistContext
 from pretrainlab.train.metrics import MetricsWriter, ProgressDisplay, ThroughputMeter, read_metrics
 from pretrainlab.train.precision import autocast, autocast_dtype, precision_name
 from pretrainlab.train.run_folder import METRICS_FILE, environment, prepare_run_dir, write_config, write_env
+from pretrainlab.train.trackers import check_trackers, start_trackers
 
 
 class Trainer:
@@ -60,6 +61,7 @@ class Trainer:
         self.plan = plan_batches(cfg, self.ctx.world_size)
         check_schedule(cfg.schedule, cfg.train.steps)
         check_optimizer(cfg.optim)
+        check_trackers(cfg.trackers)
         self.callbacks: list[Callback] = build_callbacks(cfg.callbacks, defaults=default_callbacks(cfg))
         self.objective = build_objective(cfg.objective, cfg.objective_options)
         self.data = PreparedData(cfg.data.path)
@@ -156,6 +158,9 @@ class Trainer:
                 self.run_dir,
                 environment(self.device, world_size=self.ctx.world_size, precision=precision_name(self.autocast_dtype)),
             )
+            if cfg.trackers:  # TensorBoard, W&B, MLflow...: they get every record; closed with the writer
+                trackers = start_trackers(cfg, self.run_dir, resume=self.resume, step=self.step, warn=self._say)
+                self.writer.sinks.append(trackers)
         threads_before = torch.get_num_threads()
         if cfg.train.threads is not None:
             torch.set_num_threads(cfg.train.threads)  # process-wide: restored when fit() returns
