@@ -97,6 +97,14 @@ def metrics_by_task(results: dict[str, float]) -> dict[str, dict[str, float]]:
     return out
 
 
+def _cell(metric: str, value: float | None) -> str:
+    if value is None:
+        return ""
+    if metric.startswith("acc"):
+        return f"{100 * value:.2f}%"
+    return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.3e}"
+
+
 def print_task_table(results: dict[str, float], *, title: str | None = None) -> None:
     """A rich table: one row per task, one column per metric (accuracies as percentages)."""
     from rich.console import Console
@@ -115,6 +123,6 @@ def print_task_table(results: dict[str, float], *, title: str | None = None) -> 
         cells = []
         for m in metrics:
             v = values.get(m)
-            cells.append("" if v is None else f"{100 * v:.2f}%" if m.startswith("acc") else f"{v:.4f}")
+            cells.append(_cell(m, v))
         table.add_row(name, f"{int(values.get('n', 0)):,}", *cells)
     Console().print(table)

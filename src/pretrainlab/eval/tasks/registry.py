@@ -98,14 +98,13 @@ def parse_task_args(args: list[str]) -> dict[str, Any]:
 
 
 def task_name_of(path: str | Path) -> str:
-    """The task name a file stands for: its name without the .bz2/.gz/.xz and .jsonl/.json/.txt suffixes."""
+    """The task name a file stands for: its name without a .bz2/.gz/.xz suffix and its extension
+    (`arc_easy.jsonl` -> `arc_easy`, `hellaswag_val.txt.bz2` -> `hellaswag_val`)."""
     name = Path(path).name
-    for suffixes in ((".bz2", ".gz", ".xz"), (".jsonl", ".json", ".txt", ".text")):
-        for s in suffixes:
-            if name.lower().endswith(s):
-                name = name[: -len(s)]
-                break
-    return name or str(path)
+    for s in (".bz2", ".gz", ".xz"):
+        if name.lower().endswith(s):
+            name = name[: -len(s)]
+    return Path(name).stem or name or str(path)
 
 
 def resolve_tasks(tasks: Mapping[str, Any]) -> list[TaskSpec]:
