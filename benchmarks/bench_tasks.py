@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     requests = task.encoded.requests
     n_q, n_req = task.n_scored, len(requests)
     req_tokens = sum(len(c) + len(k) for c, k in requests)
-    forwarded = sum(len(requests[i][0]) for i in range(n_req) if i == 0 or task.encoded.owners[i] != task.encoded.owners[i - 1])
-    forwarded += sum(len(k) for _, k in requests)
+    owners = task.encoded.owners
+    forwarded = sum(len(requests[i][0]) for i in range(n_req) if i == 0 or owners[i] != owners[i - 1])
+    forwarded += sum(len(k) for _, k in requests)  # each context once, every ending
     print(f"file    {args.file}: {task.n_examples:,} questions, scoring {n_q:,} ({n_req:,} requests, "
           f"{req_tokens:,} request tokens, {forwarded:,} forwarded); read + tokenised in {read_s:.1f} s")
 
@@ -128,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     k = min(args.compare, n_q)
     subset = [i for i, owner in enumerate(task.encoded.owners) if owner < k]
     sub_requests = [requests[i] for i in subset]
-    naive_scores, naive_s = _timed(lambda: NaiveEngine(model, prepared.eot_id, device, autocast).continuations(sub_requests),
-                                   device)
+    naive = NaiveEngine(model, prepared.eot_id, device, autocast)
+    naive_scores, naive_s = _timed(lambda: naive.continuations(sub_requests), device)
     engine_scores, engine_s = _timed(lambda: engine.continuations(sub_requests), device)
     diff = max(abs(a.logprob - b.logprob) for a, b in zip(naive_scores, engine_scores))
     compare = {"questions": k, "naive_s": naive_s, "engine_s": engine_s, "speedup": naive_s / engine_s,

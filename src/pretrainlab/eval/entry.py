@@ -52,12 +52,15 @@ def eval_from_cli(
     if specs is not None:
         from pretrainlab.eval.tasks.cli import score_run_tasks
 
-        score_run_tasks(run, model, prepared, ckpt, specs, device=device, autocast_dtype=eval_autocast_dtype(cfg, device),
+        autocast = eval_autocast_dtype(cfg, device)
+        score_run_tasks(run, model, prepared, ckpt, specs, device=device, autocast_dtype=autocast,
                         num_fewshot=num_fewshot, limit=limit, seed=seed)
     return 0
 
 
-def _eval_validation(run: str | Path, model: Any, cfg: RunConfig, prepared: Any, ckpt: Path, device: torch.device) -> None:
+def _eval_validation(
+    run: str | Path, model: Any, cfg: RunConfig, prepared: Any, ckpt: Path, device: torch.device
+) -> None:
     """Validation loss and bits per byte per domain: the table and `<run>/eval-<data-name>.json`."""
     from pretrainlab.eval.evaluate import evaluate
     from pretrainlab.train.checkpoint import checkpoint_step

@@ -82,7 +82,8 @@ def parse_task_args(args: list[str]) -> dict[str, Any]:
         if "=" in arg and not Path(arg).exists():
             name, path = arg.split("=", 1)
             if not name or not path:
-                raise ConfigError(f"--tasks {arg!r}: expected NAME=PATH", hint="e.g. --tasks arc_easy=data/arc_easy.jsonl")
+                raise ConfigError(f"--tasks {arg!r}: expected NAME=PATH",
+                                  hint="e.g. --tasks arc_easy=data/arc_easy.jsonl")
             entry: Any = path
         elif arg in TASKS:
             name, entry = arg, None

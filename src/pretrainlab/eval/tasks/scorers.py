@@ -4,13 +4,14 @@ Each scorer works in two steps so the training callback tokenises a task file on
 times: `encode(examples, tokenizer, prompting)` builds the requests, `score(encoded, engine)` asks the
 likelihood engine (`pretrainlab.eval.likelihood`) for their log-likelihoods and returns metrics.
 
-| kind | metrics |
-|---|---|
-| multiple_choice | `acc`: the choice with the highest summed log-likelihood is gold; `acc_norm`: the same with each log-likelihood divided by the choice's length in UTF-8 bytes (lm-evaluation-harness divides by characters; the two agree on ASCII) |
-| schema | `acc`: the continuation is most likely after the gold context |
-| language_modeling | `acc`: greedy decoding produces every continuation token; `ppl`: exp(-mean over examples of the continuation's summed log-likelihood), lm-evaluation-harness's LAMBADA perplexity |
-| minimal_pairs | `acc`: the good sentence's total log-likelihood (from end-of-text) is strictly higher |
-| text | `loss` (nats per token), `ppl` = exp(loss), `bpb` = -sum log p / ln 2 / UTF-8 bytes |
+- multiple_choice: `acc`, the choice with the highest summed log-likelihood is gold; `acc_norm`, the
+  same with each log-likelihood divided by the choice's length in UTF-8 bytes (lm-evaluation-harness
+  divides by characters; the two agree on ASCII);
+- schema: `acc`, the continuation is most likely after the gold context;
+- language_modeling: `acc`, greedy decoding produces every continuation token; `ppl`, exp(-mean over
+  examples of the continuation's summed log-likelihood), lm-evaluation-harness's LAMBADA perplexity;
+- minimal_pairs: `acc`, the good sentence's total log-likelihood (from end-of-text) is strictly higher;
+- text: `loss` (nats per token), `ppl` = exp(loss), `bpb` = -sum log p / ln 2 / UTF-8 bytes.
 
 Every scorer also reports `n`, the examples scored (tokens scored for `text`).
 All choices of a multiple-choice question share their context ids, so the engine runs the context once
