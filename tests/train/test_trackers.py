@@ -4,6 +4,7 @@ warning, never the run; an unknown name is a ConfigError before anything is buil
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import struct
@@ -19,7 +20,7 @@ from helpers import make_prepared, random_docs, tiny_run_config, train_run
 from pretrainlab.config import RunConfig, load_config
 from pretrainlab.errors import ConfigError
 from pretrainlab.train.metrics import read_metrics
-from pretrainlab.train.trackers import Tracker, numeric_items, register_tracker
+from pretrainlab.train.trackers import STATE_FILE, Tracker, numeric_items, register_tracker
 from pretrainlab.train.trackers.mlflow_tracker import mlflow_key
 from pretrainlab.train.trainer import Trainer
 
@@ -147,8 +148,6 @@ def wandb_records(path: Path) -> list[Any]:
 def wandb_run(path: Path, timeout: float = 20.0) -> dict[str, Any]:
     """Run id, name, project, config, history by step and summary of a finished offline run. W&B's service
     process may still be writing the file when `finish()` returns: wait for its exit record."""
-    import json
-    import time
 
     deadline = time.monotonic() + timeout
     while not (records := wandb_records(path)) or records[-1].WhichOneof("record_type") != "exit":
@@ -181,6 +180,7 @@ def test_wandb_offline_run_and_resume(tmp_path, prepared):
     assert all(math.isclose(info["history"][s]["loss"], want[s]["loss"], rel_tol=1e-9) for s in want)
     assert "val_loss/alpha" in info["history"][10]
     assert info["summary"]["wall_s"] == lines(run)[-1]["wall_s"]
+    assert json.loads((run / STATE_FILE).read_text()) == {"wandb": {"id": info["id"]}}
 
     shutil.rmtree(run / "checkpoints" / "step-10")
     time.sleep(1.0)  # W&B names an offline run's folder by the second it started
@@ -263,6 +263,7 @@ def test_missing_packages_warn_once_and_the_run_completes(tmp_path, prepared, mo
     assert len(records) == 12 and records[-1]["event"] == "end"  # 10 train lines, 1 evaluation, the end
     (rec,) = Recorder.runs
     assert len(rec.metrics) == 11 and rec.summary[0] == 10 and rec.status == "finished"
+    assert not (run / STATE_FILE).exists()  # no tracker with state to keep
 
 
 def test_a_tracker_failing_mid_run_is_dropped_with_one_warning(tmp_path, prepared, capsys):

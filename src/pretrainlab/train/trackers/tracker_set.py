@@ -129,8 +129,9 @@ def start_trackers(
             started.append(cls(ctx, **c.options))
         except Exception as e:
             warn(_start_warning(i, c.name, cls, e))
-    if started:
-        _write_state(run_dir, {**saved, **{t.name: t.state for t in started if t.state}})
+    states = {t.name: t.state for t in started if t.state}
+    if states:
+        _write_state(run_dir, {**saved, **states})
     return TrackerSet(started, warn)
 
 
