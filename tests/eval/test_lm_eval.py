@@ -267,3 +267,35 @@ def test_user_errors_say_what_to_do(world: Any) -> None:
         "run", "--model", "hf", "-b", "4", "--device", "cpu"]
     assert with_defaults(["ls", "tasks"]) == ["ls", "tasks"]
 
+
+
+def test_hf_export_scores_the_same_through_lm_evals_hf_model(world: Any) -> None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")  # lm_eval's hf model needs it
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    from pretrainlab.eval.hf_export import export_hf
+
+    out = export_hf(world.run, world.tmp / "export")
+    # logits_cache=False: lm_eval's logits cache shares one forward between requests whose context +
+    # continuation[:-1] are the same tokens, and slices it with the first one's continuation length, which
+    # is wrong for rolling windows of two documents that split the same tokens differently (docs/lm-eval.md)
+    hf = HFLM(pretrained=str(out), device="cpu", dtype="float32", batch_size=16, logits_cache=False)
+    theirs = simple_evaluate(model=hf, tasks=["plab_mc", "plab_ppl", "plab_gen"], task_manager=world.manager,
+                             log_samples=True)
+    ours = world.results
+    assert theirs["results"]["plab_mc"]["acc,none"] == ours["results"]["plab_mc"]["acc,none"]
+    assert theirs["results"]["plab_gen"]["exact_match,none"] == ours["results"]["plab_gen"]["exact_match,none"]
+    for task in ("plab_mc", "plab_ppl", "plab_gen"):
+        a = sorted(ours["samples"][task], key=lambda s: s["doc_id"])
+        b = sorted(theirs["samples"][task], key=lambda s: s["doc_id"])
+        assert [s["arguments"] for s in a] == [s["arguments"] for s in b]
+        for x, y in zip(a, b):
+            for rx, ry in zip(x["resps"], y["resps"]):
+                if task == "plab_gen":
+                    assert rx[0] == ry[0]
+                elif task == "plab_mc":
+                    assert rx[0][0] == pytest.approx(ry[0][0], abs=1e-4) and rx[0][1] == ry[0][1]
+                else:
+                    assert rx[0] == pytest.approx(ry[0], abs=1e-4)
