@@ -167,8 +167,13 @@ def test_multiple_choice_accuracy_is_the_engines_by_hand(world: Any) -> None:
 def test_rolling_loglikelihood_uses_lm_evals_windows(world: Any) -> None:
     from pretrainlab.eval.likelihood import score_rolling
 
+    from lm_eval.api.instance import Instance
+
     L = world.lm.max_length
     samples = {s["doc_id"]: s for s in world.results["samples"]["plab_ppl"]}
+    # the same texts again, each twice: duplicated windows share their contexts in the engine
+    texts = [r["text"] for r in world.rows[:8]]
+    again = world.lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (t,), 0) for t in texts * 2])
     lengths = set()
     for i, r in enumerate(world.rows[:8]):
         toks = world.tok.encode(r["text"])
@@ -182,6 +187,7 @@ def test_rolling_loglikelihood_uses_lm_evals_windows(world: Any) -> None:
             start = end
         got = samples[i]["resps"][0][0]
         assert got == pytest.approx(want, abs=1e-4)
+        assert again[i] == pytest.approx(want, abs=1e-4) and again[i + 8] == pytest.approx(want, abs=1e-4)
         if len(toks) <= L:
             assert got == pytest.approx(score_rolling(world.model, toks, bos_id=world.eot)[0], abs=1e-4)
     assert lengths == {True, False}  # both single- and multi-window texts were checked
