@@ -68,6 +68,40 @@ def test_shared_context_runs_the_context_once(monkeypatch: pytest.MonkeyPatch) -
     assert calls == [(1, 20), (3, 3)]  # the context once, then all choices in one batch
 
 
+@pytest.mark.parametrize("masking", [True, False])
+def test_many_questions_share_one_prefill(monkeypatch: pytest.MonkeyPatch, masking: bool) -> None:
+    """Contexts of different lengths are left-padded into one prefill (the padding masked); attention that
+    does not declare `supports_key_mask` gets only contexts of equal length together. Same scores."""
+    m = make(n_kv_heads=2, bias=True)
+    monkeypatch.setattr(type(m.blocks[0].attn), "supports_key_mask", masking)
+    g = torch.Generator().manual_seed(6)
+    questions = [(rand(g, 7), [rand(g, int(k)) for k in (2, 5, 1)]) for _ in range(3)]
+    questions.append((rand(g, 4), [rand(g, 3), rand(g, 2)]))
+    requests = [(ctx, c) for ctx, conts in questions for c in conts]
+    calls: list[tuple[int, int]] = []
+    real = m.forward
+
+    def spy(tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        calls.append(tuple(tokens.shape))
+        return real(tokens, cache)
+
+    monkeypatch.setattr(m, "forward", spy)
+    got = score_continuations(m, requests)
+    if masking:
+        assert calls == [(4, 7), (11, 4)]  # every context in one forward, every continuation in one more
+    else:
+        assert sorted(calls) == sorted([(3, 7), (9, 4), (1, 4), (2, 2)])
+    for (ctx, cont), s in zip(requests, got):
+        want, greedy = reference(m, ctx, cont)
+        assert s.logprob == pytest.approx(want, abs=1e-5)
+        assert s.greedy == greedy
+    monkeypatch.setattr(m, "forward", real)
+    split = score_continuations(m, requests, batch_tokens=12)  # one question per forward
+    assert [s.logprob for s in split] == pytest.approx([s.logprob for s in got], abs=1e-5)
+    rows = score_continuations(m, requests, share_contexts=False)
+    assert [s.logprob for s in rows] == pytest.approx([s.logprob for s in got], abs=1e-5)
+
+
 def test_without_kv_cache_support_scores_whole_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     m = make()
     g = torch.Generator().manual_seed(2)
@@ -138,11 +172,13 @@ def test_rolling_score_is_the_sum_over_disjoint_windows() -> None:
     assert likelihood.perplexity(total, n) == pytest.approx(math.exp(-want / n), rel=1e-5)
 
 
-def test_repeat_rows_copies_the_cached_prefix() -> None:
+def test_select_rows_copies_the_cached_prefix() -> None:
     m = make()
     cache = KVCache.for_model(m, 12)
     with torch.no_grad():
-        m(torch.tensor([[1, 2, 3, 4]]), cache=cache)
-    copy = cache.repeat_rows(3)
+        m(torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]]), cache=cache)
+    copy = cache.select_rows(torch.tensor([1, 1, 0]))
     assert copy.length == 4 and copy.keys[0] is not None and copy.keys[0].shape[0] == 3
-    assert torch.equal(copy.keys[1][:, :, :4], cache.keys[1][:, :, :4].expand(3, -1, -1, -1))  # type: ignore[index]
+    k = cache.keys[1]
+    assert k is not None and copy.keys[1] is not None
+    assert torch.equal(copy.keys[1][:, :, :4], k[[1, 1, 0], :, :4])

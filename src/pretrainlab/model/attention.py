@@ -4,7 +4,9 @@ which dispatches to the fused flash kernels on CPU and GPU.
 
 With a `LayerCache` (incremental decoding, see `model/kv_cache.py`) the new keys and values are appended
 to the cache and the new queries attend to every cached position: causally within the new tokens, fully
-to the ones before them.
+to the ones before them, except left padding the cache marks in `key_valid` (rows of different lengths
+prefilled together, as the likelihood engine does; RoPE scores depend only on position offsets, so a
+row shifted right by its padding scores as it would alone).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class CausalSelfAttention(nn.Module):
     With `qk_norm`, q and k are normalised per head before RoPE (OLMo 2 / Qwen 3 style), which keeps
     attention logits bounded at high learning rates.
     """
+
+    supports_key_mask = True  # honours KVCache.key_valid (left-padded rows; RoPE depends on offsets only)
 
     def __init__(self, cfg: ModelConfig, make_linear: MakeLinear) -> None:
         super().__init__()
@@ -55,7 +59,9 @@ class CausalSelfAttention(nn.Module):
             )
         else:
             k, v = cache.update(k, v)
-            y = cached_attention(q, k, v, cache.start, enable_gqa=KV != H)
+            valid = cache.cache.key_valid
+            y = cached_attention(q, k, v, cache.start, enable_gqa=KV != H,
+                                 key_valid=None if valid is None else valid[:, : k.shape[2]])
         y = self.out(y.transpose(1, 2).reshape(B, T, H * D))
         return F.dropout(y, self.dropout, self.training) if self.dropout else y
 
@@ -68,7 +74,8 @@ class CausalSelfAttention(nn.Module):
 
 
 def cached_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, *, enable_gqa: bool = False
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, *, enable_gqa: bool = False,
+    key_valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of T new queries at positions start ... start+T-1 over all start+T cached keys.
 
@@ -76,6 +83,12 @@ def cached_attention(
     several tokens after earlier ones needs the causal mask shifted by `start` (query i sees keys <= start+i).
     """
     T = q.shape[2]
+    if key_valid is not None:  # left-padded rows: no query sees padding; a padding query sees itself (no NaN)
+        causal = torch.ones(T, start + T, dtype=torch.bool, device=q.device).tril(diagonal=start)
+        own = torch.zeros_like(causal)
+        own[:, start:] = torch.eye(T, dtype=torch.bool, device=q.device)
+        mask = (causal & key_valid[:, None, None, :]) | own
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=enable_gqa)
     if start == 0:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=enable_gqa)
     if T == 1:

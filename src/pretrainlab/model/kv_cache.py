@@ -37,6 +37,10 @@ class KVCache:
         self.length = 0
         self.keys: list[torch.Tensor | None] = [None] * n_layers
         self.values: list[torch.Tensor | None] = [None] * n_layers
+        # (B, max_len) bool, False where a row holds left padding (rows of different lengths prefilled
+        # together); None when every position is real. Only attention that declares `supports_key_mask`
+        # may be given a cache with padding (see `supports_padded_cache`).
+        self.key_valid: torch.Tensor | None = None
 
     @classmethod
     def for_model(cls, model: nn.Module, max_len: int | None = None) -> "KVCache":
@@ -56,21 +60,22 @@ class KVCache:
         """Forget every position (the buffers are kept and overwritten)."""
         self.length = 0
 
-    def repeat_rows(self, n: int) -> "KVCache":
-        """A new cache holding every cached position of this one-row cache, copied to `n` rows.
+    def select_rows(self, rows: torch.Tensor) -> "KVCache":
+        """A new cache whose row j holds every cached position of this cache's row `rows[j]` (rows may repeat).
 
         Scoring several continuations of one context runs the context once, then continues all of them
-        from the copies (see `eval/likelihood.py`).
+        from copies of its row (see `eval/likelihood.py`).
         """
         out = KVCache(self.n_layers, self.max_len)
         out.length = self.length
+        if self.key_valid is not None:
+            out.key_valid = self.key_valid[rows]
         for i, (k, v) in enumerate(zip(self.keys, self.values)):
             if k is not None and v is not None:
-                if k.shape[0] != 1:
-                    raise ValueError(f"repeat_rows copies a one-row cache; this one holds {k.shape[0]} rows")
-                out.keys[i], out.values[i] = k.new_empty((n, *k.shape[1:])), v.new_empty((n, *v.shape[1:]))
-                out.keys[i][:, :, : self.length] = k[:, :, : self.length]  # type: ignore[index]
-                out.values[i][:, :, : self.length] = v[:, :, : self.length]  # type: ignore[index]
+                nk, nv = k.new_empty((rows.numel(), *k.shape[1:])), v.new_empty((rows.numel(), *v.shape[1:]))
+                nk[:, :, : self.length] = k[rows, :, : self.length]
+                nv[:, :, : self.length] = v[rows, :, : self.length]
+                out.keys[i], out.values[i] = nk, nv
         return out
 
     def layer(self, index: int, n_new: int) -> "LayerCache":
@@ -130,6 +135,15 @@ def supports_kv_cache(model: nn.Module) -> bool:
     if isinstance(blocks, nn.ModuleList) and all(hasattr(b, "attn") for b in blocks):
         return attention_takes_cache(model) and all(attention_takes_cache(b.attn) for b in blocks)
     return attention_takes_cache(model)
+
+
+def supports_padded_cache(model: nn.Module) -> bool:
+    """True when every attention module of `model` (a Decoder) honours `KVCache.key_valid`, so rows of
+    different lengths can be left-padded into one cache (attention declares it: `supports_key_mask = True`)."""
+    blocks = getattr(model, "blocks", None)
+    if not supports_kv_cache(model) or not isinstance(blocks, nn.ModuleList):
+        return False
+    return all(getattr(b.attn, "supports_key_mask", False) for b in blocks)
 
 
 def require_kv_cache(model: nn.Module) -> None:
