@@ -102,6 +102,17 @@ def test_many_questions_share_one_prefill(monkeypatch: pytest.MonkeyPatch, maski
     assert [s.logprob for s in rows] == pytest.approx([s.logprob for s in got], abs=1e-5)
 
 
+def test_a_chunk_never_spans_more_than_the_window() -> None:
+    """A long context and a long continuation from different questions fit the window apart, not padded
+    together: they go to different prefills."""
+    m = make()
+    a, b = list(range(1, 26)), [7]
+    requests = [(a, [1, 2]), (a, [3, 4]), (b, list(range(20))), (b, list(range(1, 21)))]
+    got = score_continuations(m, requests)
+    for (ctx, cont), s in zip(requests, got):
+        assert s.logprob == pytest.approx(reference(m, ctx, cont)[0], abs=1e-5)
+
+
 def test_without_kv_cache_support_scores_whole_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     m = make()
     g = torch.Generator().manual_seed(2)

@@ -89,7 +89,7 @@ def score_continuations(
                 # Continuations outnumber contexts (one per choice), so chunks of similar continuation
                 # length pad least: on HellaSwag 1.6x fewer padded tokens than sorting by context length.
                 bucket.sort(key=lambda g: (max(len(normalised[i][1]) for i in g), len(normalised[g[0]][0])))
-                for chunk in _group_batches(bucket, normalised, batch_tokens):
+                for chunk in _group_batches(bucket, normalised, batch_tokens, window):
                     contexts = [normalised[members[0]][0] for members in chunk]
                     conts = [[normalised[i][1] for i in members] for members in chunk]
                     scores = _score_shared_contexts(core, contexts, conts, device)
@@ -217,16 +217,19 @@ def _score_rows(
 
 
 def _group_batches(
-    groups: list[list[int]], normalised: Sequence[tuple[tuple[int, ...], tuple[int, ...]]], batch_tokens: int
+    groups: list[list[int]], normalised: Sequence[tuple[tuple[int, ...], tuple[int, ...]]], batch_tokens: int,
+    window: int,
 ) -> Iterator[list[list[int]]]:
     """Shared-context groups in chunks whose continuation batch (rows x (longest context + longest
-    continuation), the attended span) stays within batch_tokens; at least one group per chunk."""
+    continuation), the attended span) stays within batch_tokens and whose padded span (longest context +
+    longest continuation - 1 positions) fits the model's window; at least one group per chunk."""
     chunk: list[list[int]] = []
     rows = n_ctx = longest = 0
     for members in groups:
         c = len(normalised[members[0]][0])
         m = max(len(normalised[i][1]) for i in members)
-        if chunk and (rows + len(members)) * (max(n_ctx, c) + max(longest, m)) > batch_tokens:
+        span = max(n_ctx, c) + max(longest, m)
+        if chunk and ((rows + len(members)) * span > batch_tokens or span - 1 > window):
             yield chunk
             chunk, rows, n_ctx, longest = [], 0, 0, 0
         chunk.append(members)
