@@ -113,6 +113,37 @@ def test_a_chunk_never_spans_more_than_the_window() -> None:
         assert s.logprob == pytest.approx(reference(m, ctx, cont)[0], abs=1e-5)
 
 
+def test_a_group_larger_than_a_batch_is_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hundreds of continuations of one context (e.g. every empty context) stay within the batch budget."""
+    m = make()
+    g = torch.Generator().manual_seed(8)
+    requests = [([], rand(g, 3)) for _ in range(40)]
+    widest: list[int] = []
+    real = m.forward
+
+    def spy(tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        widest.append(tokens.numel())
+        return real(tokens, cache)
+
+    monkeypatch.setattr(m, "forward", spy)
+    got = score_continuations(m, requests, bos_id=BOS, batch_tokens=32)
+    assert max(widest) <= 32
+    for (ctx, cont), s in zip(requests, got):
+        assert s.logprob == pytest.approx(reference(m, [BOS], cont)[0], abs=1e-5)
+
+
+def test_bf16_autocast_scores_close_to_fp32() -> None:
+    """Left-padded prefill under bf16 autocast: finite, close to fp32 (the head runs in fp32)."""
+    m = make(n_kv_heads=2)
+    g = torch.Generator().manual_seed(9)
+    requests = [(ctx, rand(g, 4)) for ctx in (rand(g, 9), rand(g, 3)) for _ in range(3)]
+    exact = score_continuations(m, requests)
+    half = score_continuations(m, requests, autocast_dtype=torch.bfloat16)
+    for a, b in zip(exact, half):
+        assert math.isfinite(b.logprob)
+        assert b.logprob == pytest.approx(a.logprob, abs=0.05 * a.n_tokens)
+
+
 def test_without_kv_cache_support_scores_whole_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     m = make()
     g = torch.Generator().manual_seed(2)
@@ -193,3 +224,18 @@ def test_select_rows_copies_the_cached_prefix() -> None:
     k = cache.keys[1]
     assert k is not None and copy.keys[1] is not None
     assert torch.equal(copy.keys[1][:, :, :4], k[[1, 1, 0], :, :4])
+
+
+def test_a_subclass_overriding_forward_does_not_inherit_the_key_mask_promise() -> None:
+    from pretrainlab.model.attention import CausalSelfAttention
+    from pretrainlab.model.kv_cache import _declares_key_mask
+
+    class Custom(CausalSelfAttention):
+        def forward(self, x, rope, cache=None):  # type: ignore[no-untyped-def]
+            return super().forward(x, rope, cache=cache)
+
+    class Tweaked(CausalSelfAttention):
+        pass
+
+    assert _declares_key_mask(CausalSelfAttention) and _declares_key_mask(Tweaked)
+    assert not _declares_key_mask(Custom)

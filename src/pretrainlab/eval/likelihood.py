@@ -14,22 +14,31 @@ context is not shared are batched as whole rows (right-padded: causal attention 
 position see the padding after it).
 
 `score_rolling` gives the log-likelihood of a whole token sequence (perplexity, bits per byte) in
-disjoint windows of the model's context length, lm-evaluation-harness's `loglikelihood_rolling`.
+disjoint windows of the model's context length, each conditioned on its own tokens only (nanoGPT-style).
+lm-evaluation-harness's `loglikelihood_rolling` differs in the last, partial window, which it gives a
+full window of preceding context; `eval/lm_eval_model.py` follows lm-eval's rule.
+
+Log-probabilities are taken from fp32 logits (autocast off for the head, in chunks of `HEAD_CHUNK`
+positions), so a bf16 run's scores and greedy flags do not hinge on bf16 rounding of the logits and
+memory stays bounded for large vocabularies.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pretrainlab.train.precision import autocast
+
 # Rows x padded length per batched forward: large enough to amortise the call, small enough for memory.
 BATCH_TOKENS = 16_384
+# Positions whose fp32 logits exist at once (2,048 x a 128k vocabulary = 1 GiB).
+HEAD_CHUNK = 2_048
 
 
 @dataclass(frozen=True)
@@ -78,13 +87,14 @@ def score_continuations(
     buckets: dict[int, list[list[int]]] = {}  # shared-context groups that may be prefilled together
     for ctx, members in groups.items():
         if shared and len(members) > 1:
-            buckets.setdefault(0 if padded else len(ctx), []).append(members)
+            for piece in _split_group(members, normalised, batch_tokens):  # e.g. thousands of empty contexts
+                buckets.setdefault(0 if padded else len(ctx), []).append(piece)
         else:
             rows.extend(members)
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), _autocast(device, autocast_dtype):
+        with torch.no_grad(), autocast(device, autocast_dtype):
             for bucket in buckets.values():
                 # Continuations outnumber contexts (one per choice), so chunks of similar continuation
                 # length pad least: on HellaSwag 1.6x fewer padded tokens than sorting by context length.
@@ -102,7 +112,9 @@ def score_continuations(
                     results[i] = score
     finally:
         model.train(was_training)
-    return [r for r in results if r is not None]
+    missing = [i for i, r in enumerate(results) if r is None]
+    assert not missing, f"requests {missing[:5]} were never scored"
+    return results  # type: ignore[return-value]
 
 
 def score_rolling(
@@ -130,7 +142,7 @@ def score_rolling(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), _autocast(device, autocast_dtype):
+        with torch.no_grad(), autocast(device, autocast_dtype):
             for start in range(0, len(pairs), batch_size):
                 total += sum(s.logprob for s in _score_rows(core, pairs[start : start + batch_size], device))
     finally:
@@ -160,10 +172,6 @@ def _fit_window(
     return ctx[-keep:], cont
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None):  # type: ignore[no-untyped-def]
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
 def _length_batches(items: list[int], lengths: list[int], batch_tokens: int) -> Iterator[list[int]]:
     """Items grouped into batches of similar length (longest first) holding <= batch_tokens padded tokens."""
     order = sorted(range(len(items)), key=lambda j: -lengths[j])
@@ -183,15 +191,21 @@ def _continuation_scores(
     model: nn.Module, hidden: torch.Tensor, targets: list[torch.Tensor]
 ) -> list[ContinuationScore]:
     """hidden (B, m_max, d) holds, per row, the states predicting that row's targets (first m_b positions).
-    Logits are computed for those positions only (not the padding), in one call for the batch."""
+    Logits are computed for those positions only (not the padding), in fp32, HEAD_CHUNK positions at a time."""
     lengths = torch.tensor([t.numel() for t in targets], device=hidden.device)
     real = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]
-    logprobs = F.log_softmax(model.logits(hidden[real]).float(), dim=-1)  # type: ignore[operator]
-    tgt = torch.cat(targets)
-    picked = logprobs.gather(-1, tgt[:, None]).squeeze(-1)
+    states, tgt = hidden[real], torch.cat(targets)
+    picked, hits = [], []
+    with torch.autocast(hidden.device.type, enabled=False):
+        for start in range(0, tgt.numel(), HEAD_CHUNK):
+            logits = model.logits(states[start : start + HEAD_CHUNK].float()).float()  # type: ignore[operator]
+            t = tgt[start : start + HEAD_CHUNK, None]
+            picked.append((logits.gather(-1, t) - logits.logsumexp(-1, keepdim=True)).squeeze(-1))
+            hits.append(logits.argmax(-1) == t.squeeze(-1))
     row = torch.repeat_interleave(torch.arange(len(targets), device=hidden.device), lengths)
-    sums = torch.zeros(len(targets), dtype=torch.float64, device=hidden.device).index_add_(0, row, picked.double())
-    misses = torch.zeros(len(targets), device=hidden.device).index_add_(0, row, (logprobs.argmax(-1) != tgt).float())
+    sums = torch.zeros(len(targets), dtype=torch.float64, device=hidden.device)
+    sums.index_add_(0, row, torch.cat(picked).double())
+    misses = torch.zeros(len(targets), device=hidden.device).index_add_(0, row, (~torch.cat(hits)).float())
     return [ContinuationScore(lp, miss == 0, int(n))
             for lp, miss, n in zip(sums.tolist(), misses.tolist(), lengths.tolist())]
 
@@ -214,6 +228,25 @@ def _score_rows(
         picked[b, : len(cont)] = hidden[b, start : start + len(cont)]
         targets.append(torch.tensor(cont, dtype=torch.long, device=device))
     return _continuation_scores(model, picked, targets)
+
+
+def _split_group(
+    members: list[int], normalised: Sequence[tuple[tuple[int, ...], tuple[int, ...]]], batch_tokens: int
+) -> Iterator[list[int]]:
+    """A shared-context group in pieces whose continuation batch fits batch_tokens (each piece prefills
+    the context again, which only groups larger than a batch pay)."""
+    n_ctx = len(normalised[members[0]][0])
+    piece: list[int] = []
+    longest = 0
+    for i in members:
+        m = len(normalised[i][1])
+        if piece and (len(piece) + 1) * (n_ctx + max(longest, m)) > batch_tokens:
+            yield piece
+            piece, longest = [], 0
+        piece.append(i)
+        longest = max(longest, m)
+    if piece:
+        yield piece
 
 
 def _group_batches(

@@ -143,7 +143,16 @@ def supports_padded_cache(model: nn.Module) -> bool:
     blocks = getattr(model, "blocks", None)
     if not supports_kv_cache(model) or not isinstance(blocks, nn.ModuleList):
         return False
-    return all(getattr(b.attn, "supports_key_mask", False) for b in blocks)
+    return all(_declares_key_mask(type(b.attn)) for b in blocks)
+
+
+def _declares_key_mask(cls: type) -> bool:
+    """The class that defines `forward` says `supports_key_mask = True` itself: a subclass that overrides
+    `forward` does not inherit the promise."""
+    for klass in cls.__mro__:
+        if "forward" in vars(klass):
+            return bool(vars(klass).get("supports_key_mask", False))
+    return False
 
 
 def require_kv_cache(model: nn.Module) -> None:
