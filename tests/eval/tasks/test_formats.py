@@ -55,11 +55,51 @@ def test_hellaswag_clean_follows_lm_eval():
     assert hellaswag_clean(" Fix a bike [title] Take the wheel [step] off.  Then ") == "Fix a bike. Take the wheel off. Then"
 
 
-def test_hellaswag_jsonl(tmp_path):
-    row = {"activity_label": "Cooking", "ctx_a": "A man cracks an egg.", "ctx_b": "he", "ctx": "ignored",
-           "endings": ["a", "b", "c", "d"], "label": "3"}
-    assert read("hellaswag_jsonl", jsonl(tmp_path / "h.jsonl", [row])) == [
-        MultipleChoice("Cooking: A man cracks an egg. He", ("a", "b", "c", "d"), 3, f"{tmp_path}/h.jsonl:1")]
+def lm_eval_hellaswag(doc: dict) -> tuple[str, list[str]]:
+    """lm-evaluation-harness's hellaswag/utils.py (0.4), copied: the query and choices it scores."""
+    import re
+
+    def preprocess(text):
+        text = text.strip()
+        text = text.replace(" [title]", ". ")
+        text = re.sub("\\[.*?\\]", "", text)
+        text = text.replace("  ", " ")
+        return text
+
+    ctx = doc["ctx_a"] + " " + doc["ctx_b"].capitalize()
+    return preprocess(doc["activity_label"] + ": " + ctx), [preprocess(e) for e in doc["endings"]]
+
+
+def test_hellaswag_jsonl_builds_lm_evals_query(tmp_path):
+    rows = [
+        {"activity_label": "Cooking", "ctx_a": "A man cracks an egg.", "ctx_b": "he", "ctx": "ignored",
+         "endings": ["a", "b", "c", "d"], "label": "3"},
+        # WikiHow rows: [title]/[step] tags, an empty ctx_b (a trailing space lm-eval strips), spaced endings
+        {"activity_label": "Home and Garden", "ctx_a": "[header] How to fix a tap [title] Turn off the water.",
+         "ctx_b": "", "endings": [" [step] Open  it.", "Close it [title] now.", "x ", "y"], "label": 0},
+        {"activity_label": "Sports", "ctx_a": "Two men play.", "ctx_b": "tHEY run", "endings": ["a", "b"],
+         "label": 1},
+    ]
+    got = read("hellaswag_jsonl", jsonl(tmp_path / "h.jsonl", rows))
+    assert got[0] == MultipleChoice("Cooking: A man cracks an egg. He", ("a", "b", "c", "d"), 3,
+                                    f"{tmp_path}/h.jsonl:1")
+    for ex, row in zip(got, rows):
+        query, choices = lm_eval_hellaswag(row)
+        assert (ex.context, list(ex.choices)) == (query, choices)
+    assert got[1].context == "Home and Garden: How to fix a tap. Turn off the water."
+
+
+def test_hellaswag_text_cannot_capitalise_ctx_b(tmp_path):
+    """The text layout's context is "label: ctx_a ctx_b" already joined: it gets the rest of lm-eval's
+    preprocessing, but ctx_b keeps its lowercase first letter (documented; the jsonl matches lm-eval)."""
+    doc = {"activity_label": "Cooking", "ctx_a": "A man [title] cracks an  egg.", "ctx_b": "he",
+           "endings": ["eats [step] it.", "b", "c", "d"], "label": "0"}
+    p = tmp_path / "hs.txt"
+    p.write_text("\n".join([f"Cooking: {doc['ctx_a']} {doc['ctx_b']}", "0", *doc["endings"]]) + "\n")
+    (ex,) = read("hellaswag_text", p)
+    query, choices = lm_eval_hellaswag(doc)
+    assert list(ex.choices) == choices
+    assert ex.context == "Cooking: A man. cracks an egg. he" and query == "Cooking: A man. cracks an egg. He"
 
 
 def test_piqa_original_layout(tmp_path):
@@ -90,12 +130,16 @@ def test_arc_original_and_hf_layouts(tmp_path):
         read("arc", jsonl(tmp_path / "arc.jsonl", [{**ai2, "answerKey": "C"}]))
 
 
-def test_text(tmp_path):
+def test_text_is_read_line_by_line(tmp_path):
     p = tmp_path / "t.txt"
-    p.write_text("héllo\nworld\n", encoding="utf-8")
-    assert read("text", p) == [Text("héllo\nworld", f"{p}:1")]
+    p.write_text("héllo\nworld\n\n", encoding="utf-8")
+    assert read("text", p) == [Text("héllo", f"{p}:1"), Text("world", f"{p}:2")]  # trailing blank lines dropped
     assert read("text", p, max_bytes=3) == [Text("hé", f"{p}:1")]  # never half a character
+    assert read("text", p, max_bytes=8) == [Text("héllo", f"{p}:1"), Text("w", f"{p}:2")]  # 6 bytes + "\n" + 1
     assert detect_format(p) == "text"
+    p.write_text("\n \n")
+    with pytest.raises(DataError, match="holds no text"):
+        read("text", p)
 
 
 @pytest.mark.parametrize(

@@ -70,3 +70,31 @@ def test_fewshot_prefix_format_determinism_and_never_itself():
 def test_fewshot_needs_enough_examples():
     with pytest.raises(ConfigError, match=r"task 'tiny': num_fewshot=3 needs at least 4 examples, the file has 3"):
         fewshot_prefixes(examples(3), 3, Prompting(num_fewshot=3), "tiny")
+
+
+def test_fewshot_never_draws_the_same_question():
+    """WinoGrande twins (same options, or same continuation, opposite gold) and repeated queries are not shots."""
+    mc = [MultipleChoice("Q?", ("a", "b"), 0, "f:1"), MultipleChoice("Q?", ("a", "b"), 1, "f:2")] + examples(4)
+    for prefix in fewshot_prefixes(mc, 2, Prompting(num_fewshot=4, seed=3), "t"):
+        assert "Q?" not in prefix and prefix.count("right") == 4
+    twins = [Schema(("A so A", "A so B"), "won.", 0), Schema(("A so A", "A so B"), "lost.", 1),
+             Schema(("C so C", "C so D"), "won.", 1)] + [Schema((f"X{i} so X", f"X{i} so Y"), f"z{i}.", 0)
+                                                       for i in range(3)]
+    p0, p1, p2 = fewshot_prefixes(twins, 3, Prompting(num_fewshot=3, seed=1), "t")
+    assert "A so" not in p0 and "C so" not in p0  # its twin by options, and the one by continuation
+    assert "A so" not in p1  # its twin by options (example 2 shares nothing with it)
+    assert "won." not in p2 and "C so" not in p2  # its twin by continuation, and itself
+    with pytest.raises(ConfigError, match=r"num_fewshot=5 needs 5 shots other than the example at f:1 and its "
+                                          r"duplicates.*only 4 of the 6 examples"):
+        fewshot_prefixes(mc, 1, Prompting(num_fewshot=5), "t")
+
+
+def test_fewshot_from_another_file():
+    train = [MultipleChoice(f"T{i}?", ("no", f"yes{i}"), 1) for i in range(5)] + [MultipleChoice("Q0?", ("x", "y"), 0)]
+    prefixes = fewshot_prefixes(examples(3), 3, Prompting(num_fewshot=5, seed=0), "t", shots=train)
+    assert sorted(prefixes[0].split("\n\n")[:5]) == [f"T{i}? yes{i}" for i in range(5)]  # not Q0?, its twin
+    assert all("Q0? x" in p for p in prefixes[1:])  # 5 of the other 6: Q0? is one of them (seed 0)
+    with pytest.raises(ConfigError, match=r"only 5 of the 6 few-shot examples differ"):
+        fewshot_prefixes(examples(3), 1, Prompting(num_fewshot=6), "t", shots=train)
+    assert fewshot_prefixes(examples(1), 1, Prompting(num_fewshot=1), "t", shots=examples(1)[:0] + train[:1]) == [
+        "T0? yes0\n\n"]  # a one-example task: with another file, k may be as large as that file

@@ -38,8 +38,11 @@ def test_unknown_task_lists_the_known_ones(tmp_path):
 def test_cli_words(tmp_path):
     arc = jsonl(tmp_path / "arc_easy.jsonl", MC)
     mine = jsonl(tmp_path / "mine.jsonl", MC)
-    assert parse_task_args([f"arc_challenge={arc}", arc, mine, "blimp"]) == {
-        "arc_challenge": arc, "arc_easy": arc, "mine": {"path": mine, "format": "auto"}, "blimp": None}
+    assert parse_task_args([f"arc_challenge={arc}", arc, mine, "blimp", f"quiz={mine}"]) == {
+        "arc_challenge": arc, "arc_easy": arc, "mine": {"path": mine, "format": "auto"}, "blimp": None,
+        "quiz": {"path": mine, "format": "auto"}}  # an unregistered NAME=PATH: the layout is read from the file
+    (spec,) = resolve_tasks(parse_task_args([f"quiz={mine}"]))
+    assert (spec.name, spec.format, spec.scorer) == ("quiz", "multiple_choice", "multiple_choice")
     with pytest.raises(ConfigError, match="names the task 'arc_easy' twice"):
         parse_task_args([arc, f"arc_easy={mine}"])
 
@@ -95,3 +98,47 @@ def test_recipes_register_generated_tasks(tmp_path):
 
     (loaded,) = load_tasks([spec], TextTokenizer.bytes())
     assert loaded.n_scored == 4
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("num_fewshot", -1, r"tasks.quiz.num_fewshot must be 0 or more, got -1"),
+    ("limit", 0, r"tasks.quiz.limit must be 1 or more, got 0"),
+    ("limit", "all", r"tasks.quiz.limit must be an integer, got 'all'"),
+    ("seed", 1.5, r"tasks.quiz.seed must be an integer"),
+    ("num_fewshot", True, r"tasks.quiz.num_fewshot must be an integer"),
+    ("delimiter", 3, r"tasks.quiz.delimiter must be a string"),
+    ("fewshot_path", ["a"], r"tasks.quiz.fewshot_path must be a string"),
+])
+def test_task_options_are_checked(tmp_path, option, value, message):
+    mc = jsonl(tmp_path / "mc.jsonl", MC)
+    with pytest.raises(ConfigError, match=message):
+        resolve_tasks({"quiz": {"path": mc, "format": "multiple_choice", option: value}})
+
+
+def test_run_wide_settings_are_checked(tmp_path):
+    from pretrainlab.data.tokenizer import TextTokenizer
+    from pretrainlab.eval.tasks import load_tasks
+
+    specs = resolve_tasks({"quiz": {"path": jsonl(tmp_path / "mc.jsonl", MC), "format": "multiple_choice"}})
+    with pytest.raises(ConfigError, match=r"^limit must be 1 or more, got 0"):
+        load_tasks(specs, TextTokenizer.bytes(), limit=0)
+    with pytest.raises(ConfigError, match=r"^num_fewshot must be 0 or more, got -1"):
+        load_tasks(specs, TextTokenizer.bytes(), num_fewshot=-1)
+
+
+def test_fewshot_path_draws_the_shots_from_another_file(tmp_path):
+    from pretrainlab.data.tokenizer import TextTokenizer
+    from pretrainlab.eval.tasks import load_tasks
+
+    tok = TextTokenizer.bytes()
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps({"query": f"test{i}", "choices": ["a", "b"], "gold": 0}) + "\n"
+                            for i in range(2)))
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"query": f"train{i}", "choices": ["c", "d"], "gold": 1}) + "\n"
+                             for i in range(3)))
+    specs = resolve_tasks({"quiz": {"path": str(test), "format": "multiple_choice", "fewshot_path": str(train)}})
+    (loaded,) = load_tasks(specs, tok, num_fewshot=3)  # 3 shots: more than the task's own file could give
+    contexts = [bytes(ctx).decode() for ctx, _ in loaded.encoded.requests]
+    assert sorted(contexts[0].split("\n\n")[:3]) == ["train0 d", "train1 d", "train2 d"]
+    assert all(c.endswith(f"test{i // 2}") for i, c in enumerate(contexts)) and loaded.n_scored == 2

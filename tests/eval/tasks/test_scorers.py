@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 import torch
+
+from pretrainlab.eval.tasks import Engine, evaluate_tasks, resolve_tasks
+
 from .task_helpers import EOT, SEQ, greedy_text, ll, logprobs, write_jsonl
-from pretrainlab.eval.tasks import evaluate_tasks, resolve_tasks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,22 +31,50 @@ def run(model, tok, name, spec, **kw):
     return {k.rsplit("/", 1)[1]: v for k, v in out.items()}
 
 
-def test_multiple_choice_acc_and_acc_norm(model, tok, tmp_path):
+@pytest.fixture
+def spy(monkeypatch):
+    """Every (request, log-likelihood) the engine answers, in order: what was scored, exactly."""
+    seen: list[tuple[tuple[list[int], list[int]], float]] = []
+    continuations = Engine.continuations
+
+    def recording(self, requests):
+        out = continuations(self, requests)
+        seen.extend(((list(c), list(t)), r.logprob) for (c, t), r in zip(requests, out))
+        return out
+
+    monkeypatch.setattr(Engine, "continuations", recording)
+    return seen
+
+
+def check_requests(model, spy, pairs: list[tuple[str, str]]) -> list[float]:
+    """The engine was asked exactly `pairs` (context, continuation) as byte ids, and answered each with the
+    hand-computed log-likelihood; returns those."""
+    assert [req for req, _ in spy] == [(list(c.encode()), list(t.encode())) for c, t in pairs]
+    want = [ll(model, c, t)[0] for c, t in pairs]
+    assert [lp for _, lp in spy] == pytest.approx(want, abs=1e-4)
+    return want
+
+
+def test_multiple_choice_acc_and_acc_norm(model, tok, tmp_path, spy):
     got = run(model, tok, "multiple_choice", write_jsonl(tmp_path / "mc.jsonl", MC_ROWS))
+    # delimiter " ": the prompt's trailing space moves onto the choice, as lm-evaluation-harness does
+    pairs = [(row["query"], " " + c) for row in MC_ROWS for c in row["choices"]]
+    lps = iter(check_requests(model, spy, pairs))
     acc = acc_norm = 0
     for row in MC_ROWS:
-        # delimiter " ": the prompt's trailing space moves onto the choice, as lm-evaluation-harness does
-        lps = np.array([ll(model, row["query"], " " + c)[0] for c in row["choices"]])
-        lens = np.array([len(c.encode()) for c in row["choices"]])
-        acc += int(np.argmax(lps) == row["gold"])
-        acc_norm += int(np.argmax(lps / lens) == row["gold"])
+        lp = np.array([next(lps) for _ in row["choices"]])
+        lens = np.array([len(c.encode()) for c in row["choices"]])  # the choice's bytes, without the space
+        acc += int(np.argmax(lp) == row["gold"])
+        acc_norm += int(np.argmax(lp / lens) == row["gold"])
+    assert acc != acc_norm  # the two metrics differ on these rows: each is checked
     assert got == {"acc": acc / 4, "acc_norm": acc_norm / 4, "n": 4.0}
 
 
-def test_registered_task_uses_its_delimiter(model, tok, tmp_path):
+def test_registered_task_uses_its_delimiter(model, tok, tmp_path, spy):
     got = run(model, tok, "arc_easy", write_jsonl(tmp_path / "arc.jsonl", MC_ROWS[:2]))
-    hits = sum(int(np.argmax([ll(model, r["query"] + "\nAnswer:", " " + c)[0] for c in r["choices"]]) == r["gold"])
-               for r in MC_ROWS[:2])
+    pairs = [(r["query"] + "\nAnswer:", " " + c) for r in MC_ROWS[:2] for c in r["choices"]]
+    lps = check_requests(model, spy, pairs)
+    hits = sum(int(np.argmax(lps[3 * i : 3 * i + 3]) == r["gold"]) for i, r in enumerate(MC_ROWS[:2]))
     assert got["acc"] == hits / 2
 
 
@@ -133,3 +163,33 @@ def test_limit_scores_the_first_examples(model, tok, tmp_path):
     got = run(model, tok, "multiple_choice", write_jsonl(tmp_path / "mc.jsonl", MC_ROWS), limit=2)
     first_two = run(model, tok, "multiple_choice", write_jsonl(tmp_path / "mc2.jsonl", MC_ROWS[:2]))
     assert got == first_two and got["n"] == 2
+
+
+class FixedEngine:
+    """An engine whose every continuation gets the same log-likelihood: all ties."""
+
+    window = 1000
+
+    def continuations(self, requests):
+        from pretrainlab.eval.likelihood import ContinuationScore
+
+        return [ContinuationScore(-3.0, False, len(c)) for _, c in requests]
+
+
+def test_minimal_pair_ties_count_as_correct_as_in_lm_eval(tok):
+    """lm-evaluation-harness's BLiMP takes argmax over [good, bad]; a tie picks the first, the good sentence."""
+    from pretrainlab.eval.tasks import SCORERS
+    from pretrainlab.eval.tasks.examples import MinimalPair
+    from pretrainlab.eval.tasks.prompts import Prompting
+
+    scorer = SCORERS.get("minimal_pairs")
+    encoded = scorer.encode([MinimalPair("ab", "ba"), MinimalPair("cd", "dc")], tok, Prompting(), "blimp")
+    assert scorer.score(encoded, FixedEngine()) == {"acc": 1.0, "n": 2.0}
+
+
+def test_text_limit_scores_the_first_lines(model, tok, tmp_path):
+    (tmp_path / "t.txt").write_text("one line\nanother line\n" + "more text\n" * 1000)
+    got = run(model, tok, "text", tmp_path / "t.txt", limit=2)
+    assert got["n"] == len("one line\nanother line")  # bytes are tokens: the first two lines only
+    (tmp_path / "two.txt").write_text("one line\nanother line\n")
+    assert got == run(model, tok, "text", tmp_path / "two.txt")

@@ -33,22 +33,33 @@ class LoadedTask:
 
 def load_tasks(
     specs: Sequence[TaskSpec], tokenizer: Tokenizer, *, num_fewshot: int = 0, limit: int | None = None,
-    seed: int = 1234,
+    seed: int = 1234, window: int | None = None,
 ) -> list[LoadedTask]:
-    """Read every task's file and tokenise its requests (errors name the task's file and line)."""
+    """Read every task's file and tokenise its requests (errors name the task's file and line).
+
+    `num_fewshot`, `limit` and `seed` apply to every task that does not set its own (a bad value is a
+    ConfigError naming the field); with `window` (the model's max_seq_len) every continuation is checked to
+    fit, so a task that cannot be scored fails here rather than at its first evaluation.
+    """
     out = []
     for spec in specs:
         layout = FORMATS.get(spec.format)
+        prompting = prompting_from(spec.options, num_fewshot=num_fewshot, limit=limit, seed=seed, task=spec.name)
         examples = layout.read(Path(spec.path) if spec.path is not None else None, spec.options)
-        prompting = prompting_from(spec.options, num_fewshot=num_fewshot, limit=limit, seed=seed)
+        shots = None
+        if spec.options.get("fewshot_path") and prompting.num_fewshot:
+            # the shots file is read in the task's layout; a PIQA answers file named by `labels` is the task's
+            shots = layout.read(Path(str(spec.options["fewshot_path"])),
+                                {k: v for k, v in spec.options.items() if k != "labels"})
         scorer = SCORERS.get(spec.scorer)
-        bad = next((e for e in examples if e.kind != scorer.kind), None)
+        bad = next((e for e in [*examples, *(shots or ())] if e.kind != scorer.kind), None)
         if bad is not None:
             raise TypeError(f"task {spec.name!r}: the {spec.format} reader gave a {bad.kind} example to the "
                             f"{scorer.kind} scorer")
-        encoded = scorer.encode(examples, tokenizer, prompting, spec.name)
-        n_scored = len(examples) if prompting.limit is None else min(len(examples), int(prompting.limit))
-        out.append(LoadedTask(spec, prompting, encoded, len(examples), n_scored))
+        encoded = scorer.encode(examples, tokenizer, prompting, spec.name, shots)
+        if window is not None:
+            scorer.check_window(encoded, window)
+        out.append(LoadedTask(spec, prompting, encoded, len(examples), prompting.n_scored(len(examples))))
     return out
 
 
@@ -83,8 +94,9 @@ def evaluate_tasks(
     `eot_id` (the tokenizer's end-of-text id) stands before texts scored from nothing (minimal pairs,
     perplexity); `num_fewshot`, `limit` and `seed` apply to every task that does not set its own.
     """
-    loaded = load_tasks(specs, tokenizer, num_fewshot=num_fewshot, limit=limit, seed=seed)
-    return score_tasks(loaded, Engine(model, eot_id, device, autocast_dtype))
+    engine = Engine(model, eot_id, device, autocast_dtype)
+    loaded = load_tasks(specs, tokenizer, num_fewshot=num_fewshot, limit=limit, seed=seed, window=engine.window)
+    return score_tasks(loaded, engine)
 
 
 def metrics_by_task(results: dict[str, float]) -> dict[str, dict[str, float]]:

@@ -19,9 +19,18 @@ Layouts (the `format` of a task):
                      is read too)
 - `text`             any text file: its perplexity, loss and bits per byte
 
-HellaSwag contexts and endings get lm-evaluation-harness's clean-up (`[title]` -> ". ", other bracketed
-tags dropped, double spaces collapsed) so scores are comparable with it; PIQA and ARC contexts become
+HellaSwag: lm-evaluation-harness builds the context as preprocess(activity_label + ": " + ctx_a + " " +
+ctx_b.capitalize()) and preprocesses every ending (preprocess: strip, " [title]" -> ". ", other bracketed
+tags dropped, double spaces collapsed). `hellaswag_jsonl` does exactly that, so its requests are
+lm-evaluation-harness's. The `hellaswag_text` layout holds "activity_label: ctx" with ctx = ctx_a + " " +
+ctx_b already joined, so ctx_b's first letter cannot be found to capitalise: it gets the rest of
+preprocess, and a context whose ctx_b starts with a lowercase letter ("... on a roof. he" where
+lm-evaluation-harness has "... on a roof. He", most of the validation set) differs from lm-eval's by that
+one letter. Use the jsonl for numbers comparable with lm-evaluation-harness. PIQA and ARC contexts become
 "Question: <goal/stem>" as in lm-evaluation-harness.
+
+`text` files: one example per line (`limit` scores the first N lines, `max_bytes` the first N bytes);
+the scored lines are joined back with "\n" and scored as one text.
 
 Recipes add layouts (e.g. generated synthetic tasks that need no file) with `FORMATS.register(name)`.
 """
@@ -342,15 +351,28 @@ def read_arc(path: Path | None, options: Mapping[str, Any]) -> list[Example]:
 
 
 def read_text(path: Path | None, options: Mapping[str, Any]) -> list[Example]:
-    """The whole file as one text (option `max_bytes` keeps only its first N UTF-8 bytes)."""
+    """One example per line (the text scorer joins the scored lines back with "\n" into one text), so `limit`
+    caps the lines scored; option `max_bytes` keeps only the file's first N UTF-8 bytes (never half a
+    character), and stops reading there."""
     assert path is not None
-    text = "\n".join(line for _, line in numbered_lines(path))
-    limit = options.get("max_bytes")
-    if limit is not None:
-        text = text.encode("utf-8")[: int(limit)].decode("utf-8", errors="ignore")
-    if not text.strip():
+    budget = options.get("max_bytes")
+    budget = None if budget is None else int(budget)
+    out: list[Example] = []
+    for lineno, line in numbered_lines(path):
+        if budget is not None:
+            cost = len(line.encode("utf-8")) + (1 if out else 0)  # the "\n" joining it to the line before
+            if cost > budget:
+                part = line.encode("utf-8")[: max(0, budget - (1 if out else 0))].decode("utf-8", errors="ignore")
+                if part:
+                    out.append(Text(part, f"{path}:{lineno}"))
+                break
+            budget -= cost
+        out.append(Text(line, f"{path}:{lineno}"))
+    while out and not out[-1].text:  # trailing blank lines add nothing to score
+        out.pop()
+    if not any(ex.text.strip() for ex in out):  # type: ignore[union-attr]
         raise DataError(f"{path} holds no text (it is empty)")
-    return [Text(text, f"{path}:1")]
+    return out
 
 
 for _name, _reader, _kind, _doc, _opts in (

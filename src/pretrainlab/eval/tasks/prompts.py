@@ -13,10 +13,14 @@ Three choices fix what is scored, and they follow lm-evaluation-harness so score
   So a BPE that merges a space with the next word scores " Paris" as it would meet it in running text,
   and every choice of a question has the same context ids, which the engine runs once. An empty prompt
   is scored from the end-of-text token.
-- **Few-shot.** `num_fewshot` K examples are drawn from the same file (never the example itself),
-  deterministically from (seed, the example's index), each written with its gold answer
-  (`context + delimiter + gold`), joined and followed by `fewshot_delimiter` ("\n\n"), then the example.
-  The shots come from the whole file even when `limit` scores only the first N examples.
+- **Few-shot.** `num_fewshot` K examples are drawn, deterministically from (seed, the example's index),
+  each written with its gold answer (`context + delimiter + gold`), joined and followed by
+  `fewshot_delimiter` ("\n\n"), then the example. They come from the task's own file (the whole file even
+  when `limit` scores only the first N examples), or from `fewshot_path` (e.g. the train split, where
+  lm-evaluation-harness draws them from). Never drawn: the example itself, and every example with the same
+  question: the same context (multiple choice, language modelling) or, for a schema task, the same
+  context options or the same continuation (WinoGrande's twins share one of them and have opposite
+  answers; llm-foundry files hold near-duplicate rows).
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ class Prompting:
     num_fewshot: int = 0
     seed: int = 1234
     limit: int | None = None
+
+    def n_scored(self, n_examples: int) -> int:
+        """How many of a task's `n_examples` are scored: the first `limit` (all when unset)."""
+        return n_examples if self.limit is None else min(n_examples, self.limit)
 
 
 def attach(context: str, delimiter: str, continuation: str) -> str:
@@ -83,33 +91,94 @@ def gold_text(example: Example, delimiter: str) -> str:
     raise TypeError(f"{type(example).__name__} examples take no few-shot demonstrations")
 
 
-def fewshot_prefixes(examples: Sequence[Example], n_scored: int, prompting: Prompting, task: str) -> list[str]:
-    """The few-shot prefix of each of the first `n_scored` examples ("" when num_fewshot is 0)."""
+def shot_keys(example: Example) -> tuple[tuple[str, Any], ...]:
+    """What makes two examples the same question: a shot sharing any key with the scored example is not drawn."""
+    if isinstance(example, (MultipleChoice, Continuation)):
+        return (("context", example.context),) if example.context.strip() else ()
+    if isinstance(example, Schema):
+        return (("options", example.contexts), ("continuation", example.continuation))
+    return ()
+
+
+def fewshot_prefixes(
+    examples: Sequence[Example],
+    n_scored: int,
+    prompting: Prompting,
+    task: str,
+    shots: Sequence[Example] | None = None,
+) -> list[str]:
+    """The few-shot prefix of each of the first `n_scored` examples ("" when num_fewshot is 0).
+
+    Shots come from `shots` (a `fewshot_path` file) or else from `examples` themselves; never the scored
+    example, nor one with the same question (`shot_keys`).
+    """
     k = prompting.num_fewshot
     if k == 0:
         return [""] * n_scored
-    if k > len(examples) - 1:
+    same_file = shots is None
+    pool = examples if shots is None else shots
+    if same_file and k > len(pool) - 1:
         raise ConfigError(
-            f"task {task!r}: num_fewshot={k} needs at least {k + 1} examples, the file has {len(examples)}",
-            hint="lower num_fewshot (--num-fewshot) or use a larger file",
+            f"task {task!r}: num_fewshot={k} needs at least {k + 1} examples, the file has {len(pool)}",
+            hint="lower num_fewshot (--num-fewshot), use a larger file, or draw the shots from another file "
+            "(the task option fewshot_path)",
         )
+    by_key: dict[tuple[str, Any], list[int]] = {}
+    for j, ex in enumerate(pool):
+        for key in shot_keys(ex):
+            by_key.setdefault(key, []).append(j)
     sep = prompting.fewshot_delimiter
     out = []
     for i in range(n_scored):
+        excluded = {j for key in shot_keys(examples[i]) for j in by_key.get(key, ())}
+        if same_file:
+            excluded.add(i)
+        allowed = len(pool) - len(excluded)
+        if allowed < k:
+            where = examples[i].where or f"example {i + 1}"
+            raise ConfigError(
+                f"task {task!r}: num_fewshot={k} needs {k} shot{'s' if k > 1 else ''} other than the example at "
+                f"{where} and its duplicates (same question), but only {allowed} of the {len(pool)} "
+                f"{'examples' if same_file else 'few-shot examples'} differ from it",
+                hint="lower num_fewshot, or draw the shots from a larger file (the task option fewshot_path)",
+            )
         rng = np.random.default_rng([prompting.seed, i])
-        picks = rng.choice(len(examples) - 1, size=k, replace=False)
-        shots = [examples[int(j) + int(j >= i)] for j in picks]  # skip the example itself
-        out.append(sep.join(gold_text(s, prompting.delimiter) for s in shots) + sep)
+        # k + |excluded| distinct draws hold at least k allowed ones; their order is random
+        draws = rng.choice(len(pool), size=min(len(pool), k + len(excluded)), replace=False)
+        picks = [int(j) for j in draws if int(j) not in excluded][:k]
+        out.append(sep.join(gold_text(pool[j], prompting.delimiter) for j in picks) + sep)
     return out
 
 
-def prompting_from(options: dict[str, Any], *, num_fewshot: int, limit: int | None, seed: int) -> Prompting:
-    """A task's Prompting: its options (`delimiter`, `fewshot_delimiter`, `num_fewshot`, `limit`) over the
-    run-wide `num_fewshot`, `limit` and `seed`."""
+def prompting_from(
+    options: dict[str, Any], *, num_fewshot: int, limit: int | None, seed: int, task: str = "task"
+) -> Prompting:
+    """A task's Prompting: its options (`delimiter`, `fewshot_delimiter`, `num_fewshot`, `limit`, `seed`)
+    over the run-wide `num_fewshot`, `limit` and `seed`; a bad value is a ConfigError naming its field
+    (`tasks.<task>.limit` for a task's own option, `limit` for the run-wide one)."""
+
+    def pick(name: str, default: int | None, minimum: int | None) -> Any:
+        field, value = (f"tasks.{task}.{name}", options[name]) if name in options else (name, default)
+        return None if value is None and name == "limit" else check_count(value, field, minimum=minimum)
+
     return Prompting(
         delimiter=str(options.get("delimiter", " ")),
         fewshot_delimiter=str(options.get("fewshot_delimiter", "\n\n")),
-        num_fewshot=int(options.get("num_fewshot", num_fewshot)),
-        seed=int(options.get("seed", seed)),
-        limit=options.get("limit", limit),
+        num_fewshot=pick("num_fewshot", num_fewshot, 0),
+        seed=pick("seed", seed, None),
+        limit=pick("limit", limit, 1),
     )
+
+
+def check_count(value: Any, field: str, *, minimum: int | None) -> int:
+    """`value` as an int of at least `minimum` (any int when None); a ConfigError naming `field` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        else:
+            raise ConfigError(f"{field} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        what = {0: "0 or more", 1: "1 or more"}.get(minimum, f"at least {minimum}")
+        hint = "leave it out to score every example" if field.endswith("limit") else None
+        raise ConfigError(f"{field} must be {what}, got {value}", hint=hint)
+    return value

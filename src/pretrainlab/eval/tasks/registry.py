@@ -2,12 +2,14 @@
 
 A task is named in `tasks:` of a run config or with `pretrainlab eval RUN --tasks SPEC...`:
 
-- `NAME=PATH` / `{NAME: PATH}`: a registered task read from a local file;
+- `NAME=PATH` / `{NAME: PATH}`: a registered task read from a local file; on the command line an
+  unregistered NAME is the task's name and the layout is read from the file (as for a path alone);
 - `NAME` alone: a registered task that brings its own file (or generates its examples);
 - `PATH` alone: the task is named after the file (`arc_easy.jsonl` -> `arc_easy`); a name that is
   registered brings its defaults, any other file is read in the layout its keys show;
 - `{NAME: {path: PATH, format: multiple_choice, delimiter: "\\nAnswer: ", num_fewshot: 5, ...}}`: any
-  name, with its layout (`format`, `auto` to detect it) and options given.
+  name, with its layout (`format`, `auto` to detect it) and options given (`fewshot_path: FILE` draws
+  the few-shot examples from another file in the same layout, e.g. the train split).
 
 Recipes add tasks with `TASKS.register(name)(TaskDef(...))` (and, for a new layout, `FORMATS.register`).
 """
@@ -25,7 +27,7 @@ from pretrainlab.eval.tasks.formats import FORMATS, TEXT_LAYOUTS, detect_format
 from pretrainlab.registry import Registry
 
 # Options every task takes (see prompts.py); a layout may accept more (Format.options).
-COMMON_OPTIONS = ("delimiter", "fewshot_delimiter", "num_fewshot", "limit", "seed")
+COMMON_OPTIONS = ("delimiter", "fewshot_delimiter", "num_fewshot", "limit", "seed", "fewshot_path")
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,8 @@ def parse_task_args(args: list[str]) -> dict[str, Any]:
             if not name or not path:
                 raise ConfigError(f"--tasks {arg!r}: expected NAME=PATH",
                                   hint="e.g. --tasks arc_easy=data/arc_easy.jsonl")
-            entry: Any = path
+            # an unregistered name names the task; its layout is read from the file
+            entry: Any = path if name in TASKS else {"path": path, "format": "auto"}
         elif arg in TASKS:
             name, entry = arg, None
         elif Path(arg).exists() or "/" in arg or "." in arg:
@@ -154,11 +157,24 @@ def _resolve(name: str, value: Any) -> TaskSpec:
             f"{field_}: unknown option(s) {', '.join(map(repr, unknown))} (valid: path, format, "
             f"{', '.join(sorted(allowed))})"
         )
+    _check_options(field_, entry)
     scorer = task.scorer or layout.kind
     from pretrainlab.eval.tasks.scorers import SCORERS
 
     SCORERS.get(scorer, field=f"{field_} scorer")
     return TaskSpec(name, str(fmt), scorer, path, {**layout.defaults, **task.options, **entry})
+
+
+def _check_options(field_: str, options: Mapping[str, Any]) -> None:
+    """The common options' types and ranges, a ConfigError naming `tasks.<name>.<option>` (before any file is read)."""
+    from pretrainlab.eval.tasks.prompts import check_count
+
+    for name, minimum in (("num_fewshot", 0), ("limit", 1), ("seed", None), ("max_bytes", 1)):
+        if name in options and not (name == "limit" and options[name] is None):
+            check_count(options[name], f"{field_}.{name}", minimum=minimum)
+    for name in ("delimiter", "fewshot_delimiter", "fewshot_path"):
+        if name in options and not isinstance(options[name], str):
+            raise ConfigError(f"{field_}.{name} must be a string, got {options[name]!r}")
 
 
 def _choose_format(name: str, task: TaskDef, path: str | None) -> str:
@@ -169,7 +185,11 @@ def _choose_format(name: str, task: TaskDef, path: str | None) -> str:
     try:
         detected = detect_format(path)
     except DataError as e:
-        raise DataError(f"task {name!r}: {e.message}", hint=e.hint) from None
+        hint = e.hint
+        close = difflib.get_close_matches(name, TASKS.names(), n=1, cutoff=0.5) if name not in TASKS else []
+        if close:  # an unregistered name is read as the task's own name: it may be a misspelt registered one
+            hint = (f"{hint}; " if hint else "") + f"{name!r} is not a registered task: did you mean {close[0]!r}?"
+        raise DataError(f"task {name!r}: {e.message}", hint=hint) from None
     if not task.formats or detected in task.formats:
         return detected
     if detected in TEXT_LAYOUTS:  # a text file is read in the task's text layout (e.g. HellaSwag's), if any

@@ -10,10 +10,13 @@ likelihood engine (`pretrainlab.eval.likelihood`) for their log-likelihoods and 
 - schema: `acc`, the continuation is most likely after the gold context;
 - language_modeling: `acc`, greedy decoding produces every continuation token; `ppl`, exp(-mean over
   examples of the continuation's summed log-likelihood), lm-evaluation-harness's LAMBADA perplexity;
-- minimal_pairs: `acc`, the good sentence's total log-likelihood (from end-of-text) is strictly higher;
+- minimal_pairs: `acc`, the good sentence's total log-likelihood (from end-of-text) is at least the bad
+  one's: lm-evaluation-harness's BLiMP takes the argmax over [good, bad], and a tie picks the first, good;
 - text: `loss` (nats per token), `ppl` = exp(loss), `bpb` = -sum log p / ln 2 / UTF-8 bytes.
 
-Every scorer also reports `n`, the examples scored (tokens scored for `text`).
+Every scorer also reports `n`, the examples scored (tokens scored for `text`). `check_window` refuses a
+continuation longer than the model's window, naming its line; `load_tasks(window=...)` runs it when a
+task is loaded, so the training callback finds such a task before the first step.
 All choices of a multiple-choice question share their context ids, so the engine runs the context once
 and scores the choices in one batch (never a forward of the shared context per choice).
 """
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -79,13 +82,29 @@ class Engine:
 
 
 class Scorer:
-    """Base class: `encode` once, `score` at every evaluation; `metrics` names what `score` returns."""
+    """Base class: `encode` once, `score` at every evaluation; `metrics` names what `score` returns.
+
+    `encode` scores the first `prompting.n_scored(len(examples))` examples; few-shot demonstrations come
+    from `shots` (another file's examples) when given, else from `examples` (see prompts.py).
+    """
 
     kind: str = ""
     metrics: tuple[str, ...] = ()
 
-    def encode(self, examples: Sequence[Example], tokenizer: Tokenizer, prompting: Prompting, task: str) -> Any:
+    def encode(
+        self,
+        examples: Sequence[Example],
+        tokenizer: Tokenizer,
+        prompting: Prompting,
+        task: str,
+        shots: Sequence[Example] | None = None,
+    ) -> Any:
         raise NotImplementedError
+
+    def check_window(self, encoded: Any, window: int) -> None:
+        """A DataError naming the line of the first continuation longer than `window` tokens."""
+        if isinstance(encoded, EncodedRequests):
+            encoded.check_window(window)
 
     def score(self, encoded: Any, engine: LikelihoodEngine, progress: Progress | None = None) -> dict[str, float]:
         raise NotImplementedError
@@ -94,30 +113,36 @@ class Scorer:
 SCORERS: Registry[Scorer] = Registry("task scorer")
 
 
-def _scored(examples: Sequence[Example], prompting: Prompting) -> int:
-    return len(examples) if prompting.limit is None else min(len(examples), int(prompting.limit))
+@dataclass
+class EncodedRequests:
+    """(context ids, continuation ids) requests in example order: `owners[r]` is request r's example (0, 1,
+    ...), `wheres[e]` the file and line of example e."""
+
+    requests: list[Request] = field(default_factory=list)
+    owners: list[int] = field(default_factory=list)
+    wheres: list[str] = field(default_factory=list)
+
+    def add(self, request: Request, owner: int, where: str, what: str) -> None:
+        if not request[1]:
+            raise DataError(f"{where}: {what} is empty; there is nothing to score", hint="remove or fix the example")
+        self.requests.append(request)
+        self.owners.append(owner)
+
+    def check_window(self, window: int) -> None:
+        """The engine scores a continuation whole: one longer than the model's window is an error."""
+        for (_, cont), owner in zip(self.requests, self.owners):
+            if len(cont) > window:
+                raise DataError(
+                    f"{self.wheres[owner]}: a continuation of {len(cont)} tokens does not fit the model's window "
+                    f"of {window}",
+                    hint="shorten or remove the example, or evaluate a model with a longer max_seq_len",
+                )
 
 
-def _check_request(context: list[int], continuation: list[int], where: str, what: str) -> None:
-    if not continuation:
-        raise DataError(f"{where}: {what} is empty; there is nothing to score", hint="remove or fix the example")
-
-
-def _run(
-    engine: LikelihoodEngine,
-    requests: Sequence[Request],
-    owners: Sequence[int],
-    wheres: Sequence[str],
-    progress: Progress | None,
-) -> list[ContinuationScore]:
+def _run(engine: LikelihoodEngine, enc: EncodedRequests, progress: Progress | None) -> list[ContinuationScore]:
     """All requests in calls of about REQUESTS_PER_CALL, never splitting one example's requests."""
-    window = engine.window
-    for (_, cont), owner in zip(requests, owners):
-        if len(cont) > window:
-            raise DataError(
-                f"{wheres[owner]}: a continuation of {len(cont)} tokens does not fit the model's window of {window}",
-                hint="shorten the example or evaluate a model with a longer max_seq_len",
-            )
+    enc.check_window(engine.window)
+    requests, owners = enc.requests, enc.owners
     out: list[ContinuationScore] = []
     start = 0
     while start < len(requests):
@@ -135,41 +160,39 @@ def _run(
 
 
 @dataclass
-class EncodedChoices:
+class EncodedChoices(EncodedRequests):
     """One request per choice (multiple choice) or per context option (schema), in example order."""
 
-    requests: list[Request]
-    owners: list[int]  # the example each request belongs to
-    lengths: list[int]  # UTF-8 bytes of each choice (acc_norm)
-    golds: list[int]
-    wheres: list[str]
+    lengths: list[int] = field(default_factory=list)  # UTF-8 bytes of each choice (acc_norm)
+    golds: list[int] = field(default_factory=list)
 
 
 class MultipleChoiceScorer(Scorer):
     kind = "multiple_choice"
     metrics = ("acc", "acc_norm", "n")
 
-    def encode(self, examples: Sequence[Example], tokenizer: Tokenizer, prompting: Prompting, task: str) -> Any:
-        n = _scored(examples, prompting)
-        prefixes = fewshot_prefixes(examples, n, prompting, task)
-        enc = EncodedChoices([], [], [], [], [])
+    def encode(
+        self, examples: Sequence[Example], tokenizer: Tokenizer, prompting: Prompting, task: str,
+        shots: Sequence[Example] | None = None,
+    ) -> Any:
+        n = prompting.n_scored(len(examples))
+        prefixes = fewshot_prefixes(examples, n, prompting, task, shots)
+        enc = EncodedChoices()
         for i in range(n):
             ex = examples[i]
             assert isinstance(ex, MultipleChoice)
+            enc.wheres.append(ex.where)
             context = prefixes[i] + ex.context
             for j, choice in enumerate(ex.choices):
-                ctx, cont = encode_pair(tokenizer, attach(context, prompting.delimiter, choice), choice)
-                _check_request(ctx, cont, ex.where, f"choice {j}")
-                enc.requests.append((ctx, cont))
-                enc.owners.append(i)
+                enc.add(encode_pair(tokenizer, attach(context, prompting.delimiter, choice), choice), i, ex.where,
+                        f"choice {j}")
                 enc.lengths.append(max(1, len(choice.encode("utf-8"))))
             enc.golds.append(ex.gold)
-            enc.wheres.append(ex.where)
         return enc
 
     def score(self, encoded: Any, engine: LikelihoodEngine, progress: Progress | None = None) -> dict[str, float]:
         enc: EncodedChoices = encoded
-        scores = _run(engine, enc.requests, enc.owners, enc.wheres, progress)
+        scores = _run(engine, enc, progress)
         lp = np.array([s.logprob for s in scores])
         norm = lp / np.array(enc.lengths, dtype=np.float64)
         acc, acc_norm = _argmax_hits(lp, norm, np.array(enc.owners), enc.golds)
@@ -198,27 +221,27 @@ class SchemaScorer(Scorer):
     kind = "schema"
     metrics = ("acc", "n")
 
-    def encode(self, examples: Sequence[Example], tokenizer: Tokenizer, prompting: Prompting, task: str) -> Any:
-        n = _scored(examples, prompting)
-        prefixes = fewshot_prefixes(examples, n, prompting, task)
-        enc = EncodedChoices([], [], [], [], [])
+    def encode(
+        self, examples: Sequence[Example], tokenizer: Tokenizer, prompting: Prompting, task: str,
+        shots: Sequence[Example] | None = None,
+    ) -> Any:
+        n = prompting.n_scored(len(examples))
+        prefixes = fewshot_prefixes(examples, n, prompting, task, shots)
+        enc = EncodedChoices()
         for i in range(n):
             ex = examples[i]
             assert isinstance(ex, Schema)
-            for j, option in enumerate(ex.contexts):
+            enc.wheres.append(ex.where)
+            for option in ex.contexts:
                 prompt = attach(prefixes[i] + option, prompting.delimiter, ex.continuation)
-                ctx, cont = encode_pair(tokenizer, prompt, ex.continuation)
-                _check_request(ctx, cont, ex.where, "the continuation")
-                enc.requests.append((ctx, cont))
-                enc.owners.append(i)
+                enc.add(encode_pair(tokenizer, prompt, ex.continuation), i, ex.where, "the continuation")
                 enc.lengths.append(1)
             enc.golds.append(ex.gold)
-            enc.wheres.append(ex.where)
         return enc
 
     def score(self, encoded: Any, engine: LikelihoodEngine, progress: Progress | None = None) -> dict[str, float]:
         enc: EncodedChoices = encoded
-        scores = _run(engine, enc.requests, enc.owners, enc.wheres, progress)
+        scores = _run(engine, enc, progress)
         lp = np.array([s.logprob for s in scores])
         acc, _ = _argmax_hits(lp, lp, np.array(enc.owners), enc.golds)
         return _choice_metrics(acc, 0, len(enc.golds), self.metrics)
@@ -227,33 +250,28 @@ class SchemaScorer(Scorer):
 # ----------------------------------------------------------------------------------------------- continuations
 
 
-@dataclass
-class EncodedRequests:
-    requests: list[Request]
-    wheres: list[str]
-
-
 class LanguageModelingScorer(Scorer):
     kind = "language_modeling"
     metrics = ("acc", "ppl", "n")
 
-    def encode(self, examples: Sequence[Example], tokenizer: Tokenizer, prompting: Prompting, task: str) -> Any:
-        n = _scored(examples, prompting)
-        prefixes = fewshot_prefixes(examples, n, prompting, task)
-        enc = EncodedRequests([], [])
+    def encode(
+        self, examples: Sequence[Example], tokenizer: Tokenizer, prompting: Prompting, task: str,
+        shots: Sequence[Example] | None = None,
+    ) -> Any:
+        n = prompting.n_scored(len(examples))
+        prefixes = fewshot_prefixes(examples, n, prompting, task, shots)
+        enc = EncodedRequests()
         for i in range(n):
             ex = examples[i]
             assert isinstance(ex, Continuation)
-            prompt = attach(prefixes[i] + ex.context, prompting.delimiter, ex.continuation)
-            ctx, cont = encode_pair(tokenizer, prompt, ex.continuation)
-            _check_request(ctx, cont, ex.where, "the continuation")
-            enc.requests.append((ctx, cont))
             enc.wheres.append(ex.where)
+            prompt = attach(prefixes[i] + ex.context, prompting.delimiter, ex.continuation)
+            enc.add(encode_pair(tokenizer, prompt, ex.continuation), i, ex.where, "the continuation")
         return enc
 
     def score(self, encoded: Any, engine: LikelihoodEngine, progress: Progress | None = None) -> dict[str, float]:
         enc: EncodedRequests = encoded
-        scores = _run(engine, enc.requests, list(range(len(enc.requests))), enc.wheres, progress)
+        scores = _run(engine, enc, progress)
         n = len(scores)
         if not n:
             return {"acc": math.nan, "ppl": math.nan, "n": 0.0}
@@ -268,21 +286,24 @@ class MinimalPairsScorer(Scorer):
     kind = "minimal_pairs"
     metrics = ("acc", "n")
 
-    def encode(self, examples: Sequence[Example], tokenizer: Tokenizer, prompting: Prompting, task: str) -> Any:
-        enc = EncodedRequests([], [])
-        for ex in examples[: _scored(examples, prompting)]:
+    def encode(
+        self, examples: Sequence[Example], tokenizer: Tokenizer, prompting: Prompting, task: str,
+        shots: Sequence[Example] | None = None,
+    ) -> Any:
+        enc = EncodedRequests()
+        for i, ex in enumerate(examples[: prompting.n_scored(len(examples))]):
             assert isinstance(ex, MinimalPair)
-            for sentence in (ex.good, ex.bad):
-                enc.requests.append(encode_pair(tokenizer, "", sentence))  # scored from end-of-text
             enc.wheres.append(ex.where)
+            for what, sentence in (("sentence_good", ex.good), ("sentence_bad", ex.bad)):
+                enc.add(encode_pair(tokenizer, "", sentence), i, ex.where, what)  # scored from end-of-text
         return enc
 
     def score(self, encoded: Any, engine: LikelihoodEngine, progress: Progress | None = None) -> dict[str, float]:
         enc: EncodedRequests = encoded
-        owners = [i // 2 for i in range(len(enc.requests))]
-        scores = _run(engine, enc.requests, owners, enc.wheres, progress)
+        scores = _run(engine, enc, progress)
         n = len(scores) // 2
-        hits = sum(scores[2 * i].logprob > scores[2 * i + 1].logprob for i in range(n))
+        # lm-evaluation-harness: argmax over [good, bad], a tie picks the first (good)
+        hits = sum(scores[2 * i].logprob >= scores[2 * i + 1].logprob for i in range(n))
         return {"acc": hits / n if n else math.nan, "n": float(n)}
 
 
@@ -299,9 +320,14 @@ class TextScorer(Scorer):
     kind = "text"
     metrics = ("loss", "ppl", "bpb", "n")
 
-    def encode(self, examples: Sequence[Example], tokenizer: Tokenizer, prompting: Prompting, task: str) -> Any:
-        texts = [ex.text for ex in examples if isinstance(ex, Text)]
-        return EncodedTexts([list(tokenizer.encode(t)) for t in texts], sum(len(t.encode("utf-8")) for t in texts))
+    def encode(
+        self, examples: Sequence[Example], tokenizer: Tokenizer, prompting: Prompting, task: str,
+        shots: Sequence[Example] | None = None,
+    ) -> Any:
+        """The scored examples (the first `limit` lines of a text file) joined by "\n" into one text."""
+        lines = [ex.text for ex in examples[: prompting.n_scored(len(examples))] if isinstance(ex, Text)]
+        text = "\n".join(lines)
+        return EncodedTexts([list(tokenizer.encode(text))] if text else [], len(text.encode("utf-8")))
 
     def score(self, encoded: Any, engine: LikelihoodEngine, progress: Progress | None = None) -> dict[str, float]:
         enc: EncodedTexts = encoded
