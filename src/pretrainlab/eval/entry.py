@@ -40,20 +40,24 @@ def eval_from_cli(
         raise ConfigError(f"--num-fewshot must be 0 or more (got {num_fewshot})")
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be 1 or more (got {limit})", hint="leave it out to score every example")
-    specs = None
+    loaded = None
     if tasks:
+        from pretrainlab.eval.tasks.cli import load_run_tasks
         from pretrainlab.eval.tasks.registry import parse_task_args, resolve_tasks
 
-        specs = resolve_tasks(parse_task_args(tasks))  # a bad name or file fails before the model loads
+        # Names, files (every line), options and lengths are checked before the model loads: the tasks are
+        # read and tokenised with the run's tokenizer first.
+        specs = resolve_tasks(parse_task_args(tasks))
+        loaded = load_run_tasks(run, specs, data=data, num_fewshot=num_fewshot, limit=limit, seed=seed)
     device = resolve_device("auto")
     model, cfg, prepared, ckpt = load_run(run, checkpoint, data=data, device=device)
-    if specs is None or val:
+    if loaded is None or val:
         _eval_validation(run, model, cfg, prepared, ckpt, device)
-    if specs is not None:
+    if loaded is not None:
         from pretrainlab.eval.tasks.cli import score_run_tasks
 
         autocast = eval_autocast_dtype(cfg, device)
-        score_run_tasks(run, model, prepared, ckpt, specs, device=device, autocast_dtype=autocast,
+        score_run_tasks(run, model, prepared, ckpt, loaded, device=device, autocast_dtype=autocast,
                         num_fewshot=num_fewshot, limit=limit, seed=seed)
     return 0
 
@@ -96,7 +100,8 @@ def _eval_validation(
 
 
 def eval_autocast_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA unless the run asked for fp32; exact fp32 on the CPU."""
+    """The evaluation precision of a run: bf16 autocast on CUDA unless the run trained in fp32; exact fp32 on
+    the CPU. `pretrainlab eval` (validation and --tasks) and `pretrainlab lm-eval` (its default dtype) use it."""
     if device.type == "cuda" and cfg.train.precision != "fp32":
         return torch.bfloat16
     return None
