@@ -1,13 +1,16 @@
 """Hugging Face export: transformers loads the folder with no custom code and computes the same function.
 
 Logits of LlamaForCausalLM (fp32) and pretrainlab on random tokens agree to < 1e-4 for tied and untied
-heads, grouped-query attention, biases, a BPE and a byte tokenizer; the tokenizers give identical ids;
-greedy generation agrees; models with no Llama equivalent are refused naming the part; the output is atomic.
+heads, grouped-query attention, biases, a BPE and a byte tokenizer; the tokenizers (bytes, BPE, and a `file`
+tokenizer whose post-processor adds `<s>`) give identical ids with end-of-text as bos; greedy generation
+agrees, also through `generate(**tok(text))`; models with no Llama equivalent are refused naming the part;
+the output is atomic, and --overwrite never replaces the run, its checkpoint, its data or a foreign folder.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +55,38 @@ def bpe_data(tmp_path_factory) -> Path:
         "sources": [{"type": "text", "domain": "d", "paths": [str(root / "*.txt")]}],
         "tokenizer": {"kind": "bpe", "vocab_size": 300, "train_sample_bytes": 20_000},
         "validation": {"fraction": 0.2},
+        "output": str(root / "prepared"),
+    })
+    return prepare(cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def file_data(tmp_path_factory) -> Path:
+    """A `file` tokenizer (tokenizer.json) whose TemplateProcessing post-processor adds `<s>`, as Llama's does."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    from pretrainlab.config import PrepareConfig, validate
+    from pretrainlab.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("file")
+    words = ["alpha", "beta", "gamma", "delta", "def", "return", "café"]
+    rng = np.random.default_rng(2)
+    docs = [" ".join(rng.choice(words, size=300)) for _ in range(4)]
+    for i, doc in enumerate(docs):
+        (root / f"d{i}.txt").write_text(doc, encoding="utf-8")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(docs, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<s>", "</s>", "<unk>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    tok.save(str(root / "tokenizer.json"))
+    assert tok.encode("alpha").ids[0] == 0  # the template adds <s>
+    cfg = validate(PrepareConfig, {
+        "sources": [{"type": "text", "domain": "d", "paths": [str(root / "*.txt")]}],
+        "tokenizer": {"kind": "file", "path": str(root / "tokenizer.json"), "eot_token": "</s>", "pad_token": "<unk>"},
+        "validation": {"fraction": 0.25},
         "output": str(root / "prepared"),
     })
     return prepare(cfg, progress=False)
@@ -134,7 +169,43 @@ def test_bpe_run_logits_and_tokenizer(tmp_path, bpe_data):
     for text in TEXTS + ["alpha beta café", "def gamma(x):\n return delta"]:
         assert tok(text).input_ids == ours.encode(text), text
         assert tok.decode(tok(text).input_ids) == text
-    assert (tok.eos_token_id, tok.pad_token_id) == (ours.eot_id, ours.pad_id)
+    assert (tok.eos_token_id, tok.pad_token_id, tok.bos_token_id) == (ours.eot_id, ours.pad_id, ours.eot_id)
+
+
+def test_file_tokenizer_post_processor_is_dropped_and_bos_is_end_of_text(tmp_path, file_data):
+    """A tokenizer.json whose template adds `<s>`: the export's tokenizer adds nothing (ids = pretrainlab's)
+    and bos is end-of-text (`</s>`), in config.json, tokenizer_config.json and special_tokens_map.json."""
+    run = _run(tmp_path, file_data, "file", steps=2)
+    out = export_hf(run, tmp_path / "hf")
+    ours = load_run(run)[2].tokenizer
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    for text in ["alpha beta", "def gamma café", "x", ""]:
+        assert tok(text).input_ids == ours.encode(text), text
+    eot = ours.eot_id
+    assert tok.convert_ids_to_tokens(eot) == "</s>"
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (eot, eot, ours.pad_id)
+    config = json.loads((out / "config.json").read_text())
+    assert (config["bos_token_id"], config["eos_token_id"]) == (eot, eot)
+    assert json.loads((out / "generation_config.json").read_text())["bos_token_id"] == eot
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        special = json.loads((out / name).read_text())
+        assert special["bos_token"] == special["eos_token"] == "</s>", name
+    assert json.loads((out / "tokenizer.json").read_text())["post_processor"] is None
+    assert _max_logit_diff(run, out, ours.vocab_size) < 1e-4
+
+
+def test_generate_on_the_tokenizer_output_works(tmp_path, byte_data):
+    """`model.generate(**tok(text, return_tensors="pt"))`: the tokenizer returns no token_type_ids (which
+    LlamaForCausalLM refuses in transformers 4.x), only input_ids and attention_mask."""
+    run = _run(tmp_path, byte_data, "r", steps=2)
+    out = export_hf(run, tmp_path / "hf")
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    assert "token_type_ids" not in tok("x")
+    assert json.loads((out / "tokenizer_config.json").read_text())["model_input_names"] == ["input_ids", "attention_mask"]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    enc = tok("def fib(n):", return_tensors="pt")
+    assert sorted(enc) == ["attention_mask", "input_ids"]
+    assert hf.generate(**enc, max_new_tokens=3, do_sample=False).shape == (1, enc["input_ids"].shape[1] + 3)
 
 
 def test_greedy_generation_matches(tmp_path, byte_data):
@@ -192,21 +263,63 @@ def test_output_is_refused_when_not_empty_and_replaced_atomically(tmp_path, byte
     (out / "keep.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not empty"):
         export_hf(run, out)
+    # --overwrite replaces only an earlier export (one with pretrainlab.json), never a folder of your own
+    with pytest.raises(ConfigError, match="not written by `pretrainlab export`.*pretrainlab.json"):
+        export_hf(run, out, overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    export_hf(run, out)  # an empty folder is fine
+    (out / "extra.txt").write_text("an earlier export, with a file added")
     # a failure while writing leaves the old folder as it was and no temporary folder behind
     import safetensors.torch
 
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save", boom)
+    monkeypatch.setattr(safetensors.torch, "save_file", boom)
     with pytest.raises(OSError):
         export_hf(run, out, overwrite=True)
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert (out / "extra.txt").is_file() and (out / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     monkeypatch.undo()
     export_hf(run, out, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    assert not (out / "extra.txt").exists() and (out / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_overwrite_never_replaces_the_run_its_checkpoint_or_its_data(tmp_path, byte_data):
+    """OUT that is, or contains, the run folder, the checkpoint or the prepared data is refused, also with
+    --overwrite (replacing OUT would delete them)."""
+    from pretrainlab.train.checkpoint import find_latest_checkpoint
+
+    run = _run(tmp_path, byte_data, "r", steps=2)
+    ckpt = find_latest_checkpoint(run)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for out, what in ((run, "is the run folder"), (tmp_path, "contains the run folder"),
+                      (ckpt, "is the checkpoint"), (byte_data, "is the prepared-data folder"),
+                      (byte_data.parent, "contains the prepared-data folder")):
+        with pytest.raises(ConfigError, match=what):
+            export_hf(run, out, overwrite=True)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert find_latest_checkpoint(run) == ckpt and (byte_data / "manifest.json").is_file()
+    # a folder inside the run folder is a fine place for an export
+    assert (export_hf(run, run / "hf") / "model.safetensors").is_file()
+
+
+def test_stale_temporary_folders_of_dead_exports_are_swept(tmp_path, byte_data):
+    import subprocess
+    import sys
+
+    run = _run(tmp_path, byte_data, "r", steps=2)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".hf.tmp-{dead.pid}"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"partial")
+    other = tmp_path / f".hf.tmp-{os.getppid()}"  # a live process (pytest's parent): left alone
+    other.mkdir()
+    export_hf(run, tmp_path / "hf")
+    assert not stale.exists() and other.is_dir()
 
 
 def test_cli_export_bfloat16(tmp_path, byte_data, capsys):

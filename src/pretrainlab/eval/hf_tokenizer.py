@@ -1,14 +1,19 @@
 """Tokenizer files of an exported model: tokenizer.json, tokenizer_config.json, special_tokens_map.json.
 
-`AutoTokenizer.from_pretrained(folder)` loads them as a fast tokenizer with no custom code, and encodes
-text to exactly the ids pretrainlab's tokenizer gives (`tokenizer(text).input_ids` adds nothing for the BPE
-and byte tokenizers; a `file` tokenizer keeps its own post-processor, e.g. Llama's leading `<s>`):
+`AutoTokenizer.from_pretrained(folder)` loads them as a fast tokenizer with no custom code, and
+`tokenizer(text).input_ids` is exactly pretrainlab's `encode(text)` for every tokenizer kind: nothing is
+added (pretrainlab never adds special tokens when encoding; the pipeline places end-of-text):
 
-- `bpe` and `file` runs: the prepared folder's tokenizer.json, byte for byte (it already holds the padding
-  token pretrainlab added).
+- `bpe` and `file` runs: the prepared folder's tokenizer.json (it already holds the padding token pretrainlab
+  added), byte for byte, except that a post-processor adding special tokens (a `file` tokenizer's
+  TemplateProcessing such as Llama's `<s> $A`, BERT/RoBERTa processing) is removed; a ByteLevel one stays.
 - `bytes` runs (no file): an equivalent `tokenizers` tokenizer is built: a BPE with no merges over the 256
   GPT-2 byte characters (id b = byte b), a ByteLevel pre-tokenizer without regex splitting and a ByteLevel
   decoder, then `<|endoftext|>` (256) and `<|pad|>` (257) as special tokens.
+
+The tokenizer returns only `input_ids` and `attention_mask` (`model_input_names`), so
+`model.generate(**tokenizer(text, return_tensors="pt"))` works (a fast tokenizer would otherwise add
+`token_type_ids`, which LlamaForCausalLM refuses in transformers 4.x).
 
 One difference stays: pretrainlab encodes a text that spells out a special token ("<|endoftext|>") as
 ordinary tokens, since only the pipeline places end-of-text; Hugging Face maps it to the special id.
@@ -21,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from pretrainlab.data.tokenizer import BYTES_EOT, BYTES_PAD, BYTES_VOCAB, TOKENIZER_FILE, TextTokenizer
+from pretrainlab.errors import ConfigError
 
 BYTES_EOT_TOKEN, BYTES_PAD_TOKEN = "<|endoftext|>", "<|pad|>"
-_BOS_NAMES = ("<|begin_of_text|>", "<s>", "<bos>", "<|startoftext|>")
+MODEL_INPUT_NAMES = ["input_ids", "attention_mask"]
+PROBE_TEXT = "Hello, world! naïve café 日本語 <s> </s> \n\tdef f(x): return x"
 
 
 def byte_level_tokenizer() -> Any:
@@ -50,8 +57,8 @@ def write_tokenizer_files(folder: Path, tokenizer: TextTokenizer, file: Path | N
     `tokenizer` is the run's (from its prepared folder, which checked the file's sha256), `file` its
     tokenizer.json (None for the byte tokenizer).
 
-    End-of-text is the eos token and, unless the tokenizer has a begin-of-text token of its own, the bos
-    token too (GPT-2's convention: every pretrainlab document follows an end-of-text), never added
+    End-of-text is the eos token and the bos token for every tokenizer kind (GPT-2's convention: every
+    pretrainlab document follows an end-of-text, and pretrainlab's `generate` starts from it), never added
     automatically. `max_len` becomes `model_max_length`.
     """
     from tokenizers import Tokenizer
@@ -61,32 +68,48 @@ def write_tokenizer_files(folder: Path, tokenizer: TextTokenizer, file: Path | N
         text = backend.to_str(pretty=True)
     else:
         text = file.read_text(encoding="utf-8")
+        spec = json.loads(text)
+        post = spec.get("post_processor")
+        kept = _without_added_tokens(post)
+        if kept != post:  # rewrite only when needed: otherwise the file stays byte for byte
+            spec["post_processor"] = kept
+            text = json.dumps(spec, ensure_ascii=False, indent=2) + "\n"
         backend = Tokenizer.from_str(text)
+        with_special = backend.encode(PROBE_TEXT, add_special_tokens=True).ids
+        if with_special != backend.encode(PROBE_TEXT, add_special_tokens=False).ids:  # not expected: say so
+            raise ConfigError(
+                f"{file}: the tokenizer still adds special tokens after its post-processor was removed",
+                hint="export a run whose tokenizer.json adds no tokens in its post_processor",
+            )
     (folder / TOKENIZER_FILE).write_text(text, encoding="utf-8")
     eos = backend.id_to_token(tokenizer.eot_id)
     pad = backend.id_to_token(tokenizer.pad_id)
-    bos = _bos_token(json.loads(text), backend) or eos
-    special = {"bos_token": bos, "eos_token": eos, "pad_token": pad}
+    special = {"bos_token": eos, "eos_token": eos, "pad_token": pad}
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         **special,
+        "model_input_names": MODEL_INPUT_NAMES,
         "model_max_length": max_len,
         "clean_up_tokenization_spaces": False,
     }
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
-    return {"bos": int(backend.token_to_id(bos)), "eos": tokenizer.eot_id, "pad": tokenizer.pad_id}
+    return {"bos": tokenizer.eot_id, "eos": tokenizer.eot_id, "pad": tokenizer.pad_id}
 
 
-def _bos_token(spec: dict[str, Any], backend: Any) -> str | None:
-    """The begin-of-text token a `file` tokenizer adds itself (its post-processor's first special token),
-    or one of the usual names in its vocabulary; None when it has neither."""
-    post = spec.get("post_processor") or {}
-    single = post.get("single") or []
-    if single and "SpecialToken" in single[0]:
-        return str(single[0]["SpecialToken"]["id"])
-    vocab = backend.get_vocab(with_added_tokens=True)
-    return next((t for t in _BOS_NAMES if t in vocab), None)
+def _without_added_tokens(post: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A tokenizer.json `post_processor` without the parts that add special tokens (TemplateProcessing,
+    BertProcessing, RobertaProcessing): a ByteLevel processor (it only adjusts offsets) is kept, also
+    inside a Sequence; anything else becomes None."""
+    if not post:
+        return None
+    kind = post.get("type")
+    if kind == "ByteLevel":
+        return post
+    if kind == "Sequence":
+        kept = [p for p in (_without_added_tokens(q) for q in post.get("processors") or []) if p is not None]
+        return {**post, "processors": kept} if kept else None
+    return None
 
 
 def _bytes_to_unicode() -> dict[int, str]:
