@@ -125,6 +125,7 @@ def test_a_model_made_by_transformers_computes_the_same_in_pretrainlab(tmp_path,
         ({"sliding_window": 4096}, "sliding_window"),
         ({"mlp_bias": False}, "mlp_bias"),
         ({"attention_dropout": 0.1}, "attention_dropout"),
+        ({"num_key_value_heads": 3}, r"num_key_value_heads=3 does not divide num_attention_heads=4"),
     ],
 )
 def test_unsupported_llama_settings_are_refused_by_key(source, tmp_path, changes, key):
@@ -145,6 +146,17 @@ def test_missing_tensor_and_pickled_weights_are_named(source, tmp_path):
     (folder / "model.safetensors").unlink()
     (folder / "pytorch_model.bin").write_bytes(b"")
     with pytest.raises(CheckpointError, match="pytorch_model.bin"):
+        read_hf_llama(folder)
+
+
+def test_a_tensor_in_two_files_without_an_index_names_both(source, tmp_path):
+    import shutil
+
+    folder = _hf_config(source[2], tmp_path / "hf")
+    shutil.copy(source[2] / "model.safetensors", folder / "model.safetensors")
+    shutil.copy(source[2] / "model.safetensors", folder / "model-old.safetensors")
+    with pytest.raises(CheckpointError, match=r"is in both model-old\.safetensors and model\.safetensors.*no "
+                       r"model\.safetensors\.index\.json"):
         read_hf_llama(folder)
 
 
@@ -230,3 +242,46 @@ def test_init_from_that_is_no_model_folder(source, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="neither a run folder"):
         Trainer(_cfg(tmp_path, source[0], tmp_path / "empty"))
+
+
+def test_resume_whose_only_checkpoint_fails_verification_starts_from_the_source(source, tmp_path, capsys):
+    """`--resume` skips a checkpoint that fails verification and starts from step 0 (the trainer's restore);
+    with init_from that start is the source's weights, never a random initialisation."""
+    data, _, hf = source
+    cfg = _cfg(tmp_path, data, hf, train={"steps": 3})
+    Trainer(cfg).fit()
+    (ckpt,) = (tmp_path / "cont" / "checkpoints").iterdir()
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # truncated
+    capsys.readouterr()
+    resumed = Trainer(cfg, resume=True)
+    out = capsys.readouterr().out
+    assert "skipping checkpoint step-3" in out and "starting from step 0" in out
+    assert "init_from: weights from the Hugging Face Llama folder" in out
+    _, init = read_hf_llama(hf)
+    got = resumed.module.state_dict()
+    assert resumed.step == 0 and all(torch.equal(got[k], init[k]) for k in init)
+
+
+def test_resume_needs_no_source_folder(source, tmp_path, capsys):
+    """export -> init_from run -> the source folder is deleted -> --resume continues from the run's own
+    checkpoint, its model section read from its config.yaml."""
+    import shutil
+
+    data, _, hf = source
+    copy = tmp_path / "hf-copy"
+    shutil.copytree(hf, copy)
+    cfg = _cfg(tmp_path, data, copy, train={"steps": 4, "checkpoint_every": 2})
+    Trainer(cfg).fit()
+    shutil.rmtree(tmp_path / "cont" / "checkpoints" / "step-4")
+    shutil.rmtree(copy)
+    capsys.readouterr()
+    resumed = Trainer(cfg, resume=True)
+    assert "init_from: weights from" not in capsys.readouterr().out
+    assert resumed.step == 2 and resumed.model_cfg.n_kv_heads == 2 and resumed.model_cfg.bias
+    resumed.fit()
+    assert find_latest_checkpoint(tmp_path / "cont").name == "step-4"
+    # a resume with no checkpoint of its own still needs the source, and says so
+    shutil.rmtree(tmp_path / "cont" / "checkpoints")
+    with pytest.raises(ConfigError, match="does not exist"):
+        Trainer(cfg, resume=True)

@@ -1,13 +1,15 @@
 """Read a Hugging Face Llama folder (config.json + safetensors, one file or sharded) into pretrainlab.
 
 `read_hf_llama(folder)` gives the resolved ModelConfig and the float32 state dict that pretrainlab's
-Decoder loads; `RunConfig.init_from` uses it for continued pretraining (see `train/init_from.py`).
+Decoder loads, `iter_hf_llama` the same tensors one at a time; `RunConfig.init_from` uses the latter for
+continued pretraining (see `train/init_from.py`).
 Nothing here needs transformers: config.json is JSON and the weights are read with safetensors.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +49,24 @@ def read_hf_llama(folder: str | Path) -> tuple[ModelConfig, dict[str, Tensor]]:
 
     The weights are `model.safetensors`, or the shards named by `model.safetensors.index.json`; tensors
     a Llama checkpoint may carry beyond the model (`rotary_emb.inv_freq`, a tied `lm_head.weight`) are ignored.
+    Loading into a model? `iter_hf_llama` gives the tensors one at a time instead.
     """
-    from pretrainlab.eval.hf_llama import from_hf_state
+    cfg, tensors = iter_hf_llama(folder)
+    return cfg, dict(tensors)
+
+
+def iter_hf_llama(folder: str | Path) -> tuple[ModelConfig, Iterator[tuple[str, Tensor]]]:
+    """(resolved ModelConfig, an iterator of (pretrainlab name, float32 tensor)) of a Llama folder: each
+    tensor is read from its safetensors file when the iterator reaches it, so copying them one by one into
+    a model holds at most one extra layer in memory."""
+    from safetensors import safe_open
+
+    from pretrainlab.eval.hf_llama import iter_hf_state
 
     folder = Path(folder)
     cfg = read_hf_config(folder)
     files = _weight_files(folder)
     source = str(folder)
-    from safetensors import safe_open
-
     handles: dict[Path, Any] = {}
 
     def get(name: str) -> Tensor:
@@ -70,7 +81,7 @@ def read_hf_llama(folder: str | Path) -> tuple[ModelConfig, dict[str, Tensor]]:
                 raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
         return handles[path].get_tensor(name)
 
-    return cfg, from_hf_state(get, cfg, source)
+    return cfg, iter_hf_state(get, cfg, source)
 
 
 def _weight_files(folder: Path) -> dict[str, Path]:
@@ -97,11 +108,20 @@ def _weight_files(folder: Path) -> dict[str, Path]:
             hint="convert the checkpoint to safetensors (transformers: model.save_pretrained(folder)); "
             "pickled .bin weights are not loaded, they could run code",
         )
-    out = {}
+    out: dict[str, Path] = {}
     for f in files:
         try:
             with safe_open(str(f), framework="pt") as h:
-                out.update({name: f for name in h.keys()})
+                names = list(h.keys())
         except Exception as e:
             raise CheckpointError(f"{f}: not a readable safetensors file ({e})") from None
+        for name in names:
+            if name in out:
+                raise CheckpointError(
+                    f"{folder}: tensor {name!r} is in both {out[name].name} and {f.name}, and there is no "
+                    f"{INDEX_FILE} to say which one counts",
+                    hint="remove the stray .safetensors file (e.g. an older copy), or add the index that "
+                    "save_pretrained writes",
+                )
+            out[name] = f
     return out

@@ -15,7 +15,7 @@ Nothing here needs transformers: the export writes plain JSON and safetensors.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -120,7 +120,9 @@ def llama_config(cfg: ModelConfig, *, dtype: str, bos_id: int, eos_id: int, pad_
     """config.json of LlamaForCausalLM for a resolved `cfg`.
 
     rope_theta is written both the transformers 4 way (top level) and the 5 way (`rope_parameters`), and
-    the dtype both as `torch_dtype` (4.x, vLLM) and `dtype` (5.x).
+    the dtype both as `torch_dtype` (what transformers before 4.56 and vLLM versions of that time read) and
+    `dtype` (4.56 and later). Both are needed; neither key makes transformers 4.57 or 5.x warn on loading
+    (checked with 4.57.1 and 5.24: only the `torch_dtype=` argument of `from_pretrained` is deprecated).
     """
     assert cfg.d_model and cfg.n_heads and cfg.n_kv_heads and cfg.n_layers and cfg.mlp_hidden
     return {
@@ -198,6 +200,12 @@ def model_config_from_llama(hf: dict[str, Any], source: str) -> ModelConfig:
     d, heads = int(hf["hidden_size"]), int(hf["num_attention_heads"])
     if d % heads:
         raise refuse("hidden_size", f"not divisible by num_attention_heads={heads}", "not a valid Llama config")
+    kv = int(get("num_key_value_heads") or heads)
+    if kv <= 0 or heads % kv:
+        raise ConfigError(
+            f"{source}: num_key_value_heads={kv} does not divide num_attention_heads={heads}",
+            hint="not a valid Llama config: each key/value head serves a whole number of query heads",
+        )
     if hf.get("head_dim") is not None and int(hf["head_dim"]) != d // heads:
         raise refuse("head_dim", f"pretrainlab's head_dim is hidden_size / num_attention_heads = {d // heads}",
                      "only checkpoints whose heads split hidden_size evenly can be imported")
@@ -213,7 +221,7 @@ def model_config_from_llama(hf: dict[str, Any], source: str) -> ModelConfig:
             n_layers=int(hf["num_hidden_layers"]),
             d_model=d,
             n_heads=heads,
-            n_kv_heads=int(get("num_key_value_heads") or heads),
+            n_kv_heads=kv,
             mlp_hidden=int(hf["intermediate_size"]),
             vocab_size=int(get("vocab_size")),
             max_seq_len=int(get("max_position_embeddings")),
@@ -266,7 +274,13 @@ def to_hf_state(state: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]
 
 
 def from_hf_state(get: Callable[[str], Tensor], cfg: ModelConfig, source: str) -> dict[str, Tensor]:
-    """LlamaForCausalLM tensors (read through `get(hf_name)`) -> pretrainlab state dict in float32.
+    """LlamaForCausalLM tensors (read through `get(hf_name)`) -> pretrainlab state dict in float32."""
+    return dict(iter_hf_state(get, cfg, source))
+
+
+def iter_hf_state(get: Callable[[str], Tensor], cfg: ModelConfig, source: str) -> Iterator[tuple[str, Tensor]]:
+    """(pretrainlab name, float32 tensor) pairs of a LlamaForCausalLM state read through `get(hf_name)`,
+    one at a time (a caller copying each into a model never holds a second full state).
 
     Every tensor's shape is checked against `cfg` (read from the same folder's config.json); a mismatch
     names the tensor and the config keys it depends on.
@@ -284,29 +298,28 @@ def from_hf_state(get: Callable[[str], Tensor], cfg: ModelConfig, source: str) -
         return t.float()
 
     V = cfg.vocab_size
-    state = {
-        "embed.weight": read("model.embed_tokens.weight", (V, d), "vocab_size, hidden_size"),
-        "norm.weight": read("model.norm.weight", (d,), "hidden_size"),
-    }
+    yield "embed.weight", read("model.embed_tokens.weight", (V, d), "vocab_size, hidden_size")
+    yield "norm.weight", read("model.norm.weight", (d,), "hidden_size")
     if not cfg.tie_embeddings:
-        state["head.weight"] = read("lm_head.weight", (V, d), "vocab_size, hidden_size")
+        yield "head.weight", read("lm_head.weight", (V, d), "vocab_size, hidden_size")
     attn, mlp = "hidden_size, num_attention_heads, num_key_value_heads", "hidden_size, intermediate_size"
     for i in range(cfg.n_layers):
         src, dst = f"model.layers.{i}.", f"blocks.{i}."
-        state[dst + "attn_norm.weight"] = read(src + "input_layernorm.weight", (d,), "hidden_size")
-        state[dst + "mlp_norm.weight"] = read(src + "post_attention_layernorm.weight", (d,), "hidden_size")
+        yield dst + "attn_norm.weight", read(src + "input_layernorm.weight", (d,), "hidden_size")
+        yield dst + "mlp_norm.weight", read(src + "post_attention_layernorm.weight", (d,), "hidden_size")
         for s in ("weight", "bias") if cfg.bias else ("weight",):
             tail: tuple[int, ...] = (d,) if s == "weight" else ()
             q = half_to_interleaved(read(src + f"self_attn.q_proj.{s}", (H * D, *tail), attn), H)
             k = half_to_interleaved(read(src + f"self_attn.k_proj.{s}", (KV * D, *tail), attn), KV)
             v = read(src + f"self_attn.v_proj.{s}", (KV * D, *tail), attn)
-            state[dst + f"attn.qkv.{s}"] = torch.cat((q, k, v))
-            state[dst + f"attn.out.{s}"] = read(src + f"self_attn.o_proj.{s}", (d, H * D)[: len(tail) + 1], attn)
+            yield dst + f"attn.qkv.{s}", torch.cat((q, k, v))
+            del q, k, v
+            yield dst + f"attn.out.{s}", read(src + f"self_attn.o_proj.{s}", (d, H * D)[: len(tail) + 1], attn)
             gate = read(src + f"mlp.gate_proj.{s}", (F, *tail), mlp)
             up = read(src + f"mlp.up_proj.{s}", (F, *tail), mlp)
-            state[dst + f"mlp.gate_up.{s}"] = torch.cat((gate, up))
-            state[dst + f"mlp.down.{s}"] = read(src + f"mlp.down_proj.{s}", (d, F)[: len(tail) + 1], mlp)
-    return state
+            yield dst + f"mlp.gate_up.{s}", torch.cat((gate, up))
+            del gate, up
+            yield dst + f"mlp.down.{s}", read(src + f"mlp.down_proj.{s}", (d, F)[: len(tail) + 1], mlp)
 
 
 def _pretrainlab_names(cfg: ModelConfig) -> list[str]:

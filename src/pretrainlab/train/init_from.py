@@ -16,13 +16,17 @@ context); `max_seq_len` defaults to the larger of the source's and `data.seq_len
 The data's tokenizer must fit the source's embedding (its vocabulary at most the source's rows); text
 encoded differently from the source's own tokenizer (when it is at hand) is warned about.
 
-The weights are loaded into the freshly built model before DDP/FSDP wrap it. A resumed run with a
-checkpoint of its own continues from that checkpoint; the source is then only read for its config.
+The weights are loaded into the freshly built model before DDP/FSDP wrap it, one tensor at a time (the
+source's full state is never held next to the model's). `resolve_init_from` decides what a run needs: a
+resumed run whose folder has a checkpoint that verifies (the one `--resume` restores) takes its filled model
+section from its own config.yaml and never opens the source, which may be gone by then; any other run,
+including a resume whose checkpoints all fail verification (`--resume` then starts from step 0, with a
+warning), opens the source and starts from its weights.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,44 +120,104 @@ class InitSource:
 
     def state_dict(self) -> dict[str, Tensor]:
         """The source's weights under pretrainlab names (float32 for Hugging Face folders)."""
+        return dict(self.tensors())
+
+    def tensors(self) -> Iterator[tuple[str, Tensor]]:
+        """(pretrainlab name, tensor) pairs of the source, each read from disk when reached."""
         if self.kind == "hf":
-            from pretrainlab.eval.hf_import import read_hf_llama
+            from pretrainlab.eval.hf_import import iter_hf_llama
 
-            return read_hf_llama(self.path)[1]
-        from pretrainlab.train.checkpoint import load_checkpoint
-
+            return iter_hf_llama(self.path)[1]
         assert self.checkpoint is not None
-        return load_checkpoint(self.checkpoint)[0]
+        return _checkpoint_tensors(self.checkpoint)
 
     def load_into(self, model: nn.Module, *, run_dir: Path | None = None, say: Say = print) -> bool:
-        """Copy the source's weights into `model` (built from the configured config); True when loaded.
+        """Copy the source's weights into `model` (built from the configured config), tensor by tensor;
+        True when loaded.
 
-        `run_dir` is given for a resumed run: when it has a checkpoint of its own nothing is loaded here
-        (the trainer restores that checkpoint next).
+        `run_dir` is given for a resumed run: when it has a checkpoint that verifies (the one the trainer's
+        restore picks) nothing is loaded here; a run whose checkpoints all fail verification starts from
+        the source, as it would with none.
         """
-        from pretrainlab.train.checkpoint import list_checkpoints
+        import torch
 
-        if run_dir is not None and list_checkpoints(run_dir):
+        from pretrainlab.train.checkpoint import find_latest_checkpoint
+
+        if run_dir is not None and find_latest_checkpoint(run_dir, warn=_quiet) is not None:
             return False
-        state = self.state_dict()
-        expected = model.state_dict()
-        for name, t in expected.items():
-            if name not in state:
-                raise CheckpointError(f"{self.describe()} has no tensor {name!r}",
-                                      hint="the source does not hold a complete pretrainlab decoder")
-            if tuple(state[name].shape) != tuple(t.shape):
-                raise CheckpointError(
-                    f"{self.describe()}: tensor {name!r} has shape {tuple(state[name].shape)}, the run's model "
-                    f"{tuple(t.shape)}",
-                    hint="leave the model's shape fields unset so init_from fills them from the source",
-                )
-        extra = sorted(set(state) - set(expected))
+        expected = model.state_dict()  # views of the parameters: copying into them loads the model
+        seen: set[str] = set()
+        extra: list[str] = []
+        with torch.no_grad():
+            for name, t in self.tensors():
+                target = expected.get(name)
+                if target is None:
+                    extra.append(name)
+                    continue
+                if tuple(t.shape) != tuple(target.shape):
+                    raise CheckpointError(
+                        f"{self.describe()}: tensor {name!r} has shape {tuple(t.shape)}, the run's model "
+                        f"{tuple(target.shape)}",
+                        hint="leave the model's shape fields unset so init_from fills them from the source",
+                    )
+                target.copy_(t)
+                seen.add(name)
+                del t
         if extra:
             raise CheckpointError(f"{self.describe()} holds tensors the run's model lacks: {', '.join(extra[:5])}",
                                   hint="the source was trained with other model components")
-        model.load_state_dict(state)
+        missing = [n for n in expected if n not in seen]
+        if missing:
+            raise CheckpointError(f"{self.describe()} has no tensor {missing[0]!r}"
+                                  + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                                  hint="the source does not hold a complete pretrainlab decoder")
         say(f"init_from: weights from {self.describe()} (fresh optimiser and schedule)")
         return True
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _checkpoint_tensors(ckpt: Path) -> Iterator[tuple[str, Tensor]]:
+    """A pretrainlab checkpoint's model tensors, verified first (checksums), then read one at a time."""
+    from safetensors import safe_open
+
+    from pretrainlab.train.checkpoint import MODEL_FILE, verify_checkpoint
+
+    verify_checkpoint(ckpt)
+    try:
+        handle = safe_open(str(ckpt / MODEL_FILE), framework="pt")
+        names = sorted(handle.keys())
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{ckpt / MODEL_FILE} is not a readable safetensors file ({e})",
+                              hint="use an earlier checkpoint") from None
+    for name in names:
+        yield name, handle.get_tensor(name)
+
+
+def resolve_init_from(
+    cfg: RunConfig, data: PreparedData, *, run_dir: Path, resume: bool, warn: Say = print
+) -> tuple[RunConfig, InitSource | None]:
+    """`cfg` with its model section filled for `init_from`, and the source to load weights from (None: the
+    run restores a checkpoint of its own instead).
+
+    A resumed run whose folder has a checkpoint that verifies fills its model from its own config.yaml
+    (where the first session recorded the filled model) and does not open the source at all; otherwise
+    the source is opened and checked (see `InitSource.configure`).
+    """
+    from pretrainlab.train.checkpoint import find_latest_checkpoint
+    from pretrainlab.train.run_folder import CONFIG_FILE, load_run_config
+
+    saved_path = run_dir / CONFIG_FILE
+    if resume and saved_path.is_file() and find_latest_checkpoint(run_dir, warn=_quiet) is not None:
+        saved = load_run_config(run_dir)
+        model = fill_model_config(cfg.model, saved.model, data_vocab=data.vocab_size, seq_len=cfg.data.seq_len,
+                                  source=f"the run's own {saved_path} (written when it started from it)")
+        return cfg.model_copy(update={"model": model}), None
+    assert cfg.init_from is not None
+    source = open_init_source(cfg.init_from)
+    return source.configure(cfg, data, warn=warn), source
 
 
 def open_init_source(path: str | Path) -> InitSource:

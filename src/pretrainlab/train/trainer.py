@@ -65,11 +65,15 @@ class Trainer:
         self.callbacks: list[Callback] = build_callbacks(cfg.callbacks, defaults=default_callbacks(cfg))
         self.objective = build_objective(cfg.objective, cfg.objective_options)
         self.data = PreparedData(cfg.data.path)
-        if cfg.init_from is not None:  # continued pretraining: the source fills the model section
-            from pretrainlab.train.init_from import open_init_source
+        # Continued pretraining: the source fills the model section; a resume with a checkpoint of its own
+        # takes it from its config.yaml and never opens the source.
+        self.init_source = None
+        if cfg.init_from is not None:
+            from pretrainlab.train.init_from import resolve_init_from
 
-            self.init_source = open_init_source(cfg.init_from)
-            cfg = self.cfg = self.init_source.configure(cfg, self.data, warn=self._say)
+            run_dir = Path(cfg.out_dir) / cfg.name
+            cfg, self.init_source = resolve_init_from(cfg, self.data, run_dir=run_dir, resume=resume, warn=self._say)
+            self.cfg = cfg
         self.model_cfg = resolve_model_config(cfg.model, vocab_size=self.data.vocab_size, seq_len=cfg.data.seq_len)
         self.loader = TokenLoader(
             self.data,
@@ -94,7 +98,7 @@ class Trainer:
         _seed_everything(cfg.seed)
         _set_deterministic(cfg.train.deterministic, self.device)
         model = build_model(self.model_cfg)
-        if cfg.init_from is not None:  # before wrapping: DDP/FSDP start from the loaded weights
+        if self.init_source is not None:  # before wrapping: DDP/FSDP start from the loaded weights
             self.init_source.load_into(model, run_dir=self.run_dir if resume else None, say=self._say)
         self.wrapped = wrap_model(model, self.ctx)
         self.module = unwrap_model(self.wrapped)
@@ -158,9 +162,6 @@ class Trainer:
                 self.run_dir,
                 environment(self.device, world_size=self.ctx.world_size, precision=precision_name(self.autocast_dtype)),
             )
-            if cfg.trackers:  # TensorBoard, W&B, MLflow...: they get every record; closed with the writer
-                trackers = start_trackers(cfg, self.run_dir, resume=self.resume, step=self.step, warn=self._say)
-                self.writer.sinks.append(trackers)
         threads_before = torch.get_num_threads()
         if cfg.train.threads is not None:
             torch.set_num_threads(cfg.train.threads)  # process-wide: restored when fit() returns
@@ -170,6 +171,10 @@ class Trainer:
         session_start = time.perf_counter()
         final: dict[str, Any] = {}
         try:
+            if self.writer is not None and cfg.trackers:  # TensorBoard, W&B, MLflow...: every record; closed
+                trackers = start_trackers(cfg, self.run_dir, resume=self.resume, step=self.step, warn=self._say)
+                self.writer.sinks.append(trackers)  # with the writer, in the finally below
+                session_start = time.perf_counter()  # starting them is not training time
             for cb in self.callbacks:
                 cb.on_train_start(self)
             self.progress.start(self.step)
@@ -184,12 +189,16 @@ class Trainer:
             else:
                 final = self._stopped()
         finally:
-            for cb in self.callbacks:
-                cb.on_train_end(self)
-            self.progress.stop()
-            if self.writer is not None:
-                self.writer.close()
-            torch.set_num_threads(threads_before)
+            try:  # a callback's on_train_end that raises must not leave the writer and trackers open
+                for cb in self.callbacks:
+                    cb.on_train_end(self)
+            finally:
+                try:
+                    self.progress.stop()
+                finally:
+                    if self.writer is not None:
+                        self.writer.close()
+                    torch.set_num_threads(threads_before)
         return final
 
     def _train_step(self) -> None:
