@@ -265,6 +265,8 @@ def test_user_errors_say_what_to_do(world: Any) -> None:
         PretrainlabLM(run=str(world.run), tokenizer="gpt2")
     with pytest.raises(CheckpointError, match="step-999"):
         PretrainlabLM(run=str(world.run), checkpoint="step-999")
+    with pytest.raises(ConfigError, match="dtype='int8' is not one of auto, float32"):
+        PretrainlabLM(run=str(world.run), device="cpu", dtype="int8")
     with pytest.raises(ConfigError, match="decodes greedily"):
         world.lm._generation_settings({"until": ["."], "do_sample": True})
     assert with_defaults(["--tasks", "x"]) == ["--model", "pretrainlab", "--batch_size", "auto", "--device", "auto",
@@ -272,7 +274,6 @@ def test_user_errors_say_what_to_do(world: Any) -> None:
     assert with_defaults(["run", "--model", "hf", "-b", "4", "--device", "cpu"]) == [
         "run", "--model", "hf", "-b", "4", "--device", "cpu"]
     assert with_defaults(["ls", "tasks"]) == ["ls", "tasks"]
-
 
 
 def test_hf_export_scores_the_same_through_lm_evals_hf_model(world: Any) -> None:
@@ -305,3 +306,62 @@ def test_hf_export_scores_the_same_through_lm_evals_hf_model(world: Any) -> None
                     assert rx[0][0] == pytest.approx(ry[0][0], abs=1e-4) and rx[0][1] == ry[0][1]
                 else:
                     assert rx[0] == pytest.approx(ry[0], abs=1e-4)
+
+
+def test_precision_defaults_to_the_runs_evaluation_precision(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dtype unset (or auto) is what `pretrainlab eval` uses (eval_autocast_dtype: bf16 on CUDA unless the run
+    trained in fp32); an explicit dtype wins."""
+    import pretrainlab.eval.entry
+    from pretrainlab.eval.lm_eval_model import PretrainlabLM
+
+    assert world.lm._autocast is None  # fp32 on the CPU
+    seen = []
+
+    def bf16_on_this_device(cfg: Any, device: Any) -> torch.dtype:
+        seen.append((cfg.train.precision, str(device)))
+        return torch.bfloat16
+
+    monkeypatch.setattr(pretrainlab.eval.entry, "eval_autocast_dtype", bf16_on_this_device)
+    assert PretrainlabLM(run=str(world.run), device="cpu")._autocast is torch.bfloat16
+    assert PretrainlabLM(run=str(world.run), device="cpu", dtype="auto")._autocast is torch.bfloat16
+    assert seen == [("fp32", "cpu")] * 2
+    assert PretrainlabLM(run=str(world.run), device="cpu", dtype="float32")._autocast is None
+
+
+def test_progress_bars_follow_disable_tqdm(world: Any, capsys: Any) -> None:
+    from lm_eval.api.instance import Instance
+
+    ll = [Instance("loglikelihood", {}, ("the cat", " sleeps"), 0)]
+    gen = [Instance("generate_until", {}, ("the cat", {"until": ["."], "max_gen_toks": 2}), 0)]
+    world.lm.loglikelihood(ll, disable_tqdm=True)
+    world.lm.generate_until(gen, disable_tqdm=True)
+    assert "pretrainlab" not in capsys.readouterr().err
+    world.lm.loglikelihood(ll)
+    world.lm.generate_until(gen)
+    err = capsys.readouterr().err
+    assert "pretrainlab loglikelihood" in err and "pretrainlab generate_until" in err
+
+
+def test_data_arg_finds_a_moved_prepared_folder(world: Any, tmp_path: Path) -> None:
+    import shutil
+
+    from pretrainlab.errors import DataError
+    from pretrainlab.eval.lm_eval_model import PretrainlabLM
+
+    moved = tmp_path / "run"
+    shutil.copytree(world.run, moved)
+    config = moved / "config.yaml"
+    config.write_text(config.read_text().replace(str(world.tmp / "prepared"), str(tmp_path / "gone")))
+    with pytest.raises(DataError, match="--data"):
+        PretrainlabLM(run=str(moved), device="cpu")
+    lm = PretrainlabLM(run=str(moved), data=str(world.tmp / "prepared"), device="cpu")
+    assert lm.tok_encode("the cat sleeps") == world.lm.tok_encode("the cat sleeps")
+
+
+def test_several_processes_are_refused(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pretrainlab.errors import ConfigError
+    from pretrainlab.eval.lm_eval_model import PretrainlabLM
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="runs in one process, but this is one of 2"):
+        PretrainlabLM(run=str(world.run), device="cpu")

@@ -24,22 +24,32 @@ Requests map onto the likelihood engine (eval/likelihood.py):
 - `generate_until`: greedy decoding with the KV cache of eval/generate.py, stopped at end-of-text, at
   `max_gen_toks` tokens or at the first `until` string (cut from the text returned). Past the model's
   window every step conditions on the last `max_seq_len` tokens.
+
+Precision: by default the run's evaluation precision, the one `pretrainlab eval` uses (bf16 autocast on
+CUDA unless the run trained in fp32, fp32 on the CPU); `dtype=` overrides it. Each request type shows a
+progress bar unless lm_eval passes `disable_tqdm`. The model runs in one process: under `accelerate launch`
+or `torchrun` with several processes it refuses to start (every process would score every request).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
+from tqdm import tqdm
 
 from pretrainlab.errors import CheckpointError, ConfigError
+from pretrainlab.train.precision import autocast
 
-_AUTOCAST = {"float32": None, "fp32": None, "auto": None, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+_AUTOCAST = {"float32": None, "fp32": None, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
              "float16": torch.float16, "fp16": torch.float16}
 DEFAULT_MAX_GEN_TOKS = 256  # lm_eval's `hf` default
+REQUESTS_PER_CALL = 2048  # requests per engine call: batches well, and the progress bar moves
 
 
 @register_model("pretrainlab")
@@ -48,10 +58,12 @@ class PretrainlabLM(TemplateLM):
 
     Model args: `run` (run folder, required; `pretrained` is an alias, as with `--model hf`, and lm_eval names
     its --output_path subfolder after it), `checkpoint` (a checkpoint folder or its name under
-    <run>/checkpoints, e.g. step-200; default the newest complete one), `device` (auto, cpu, cuda, cuda:1),
+    <run>/checkpoints, e.g. step-200; default the newest complete one), `data` (the run's prepared folder
+    when it has moved, or another prepared with the same tokenizer), `device` (auto, cpu, cuda, cuda:1),
     `batch_size` (rows per forward for requests that share no context, at the full window length; `auto`
-    or unset: the engine's 16,384-token budget), `dtype` (float32 default; bfloat16/float16 run under
-    autocast), `max_gen_toks` (default for generation requests that set none, 256).
+    or unset: the engine's 16,384-token budget), `dtype` (auto, the default: the run's evaluation precision
+    as `pretrainlab eval` uses it; float32, bfloat16 or float16 to choose), `max_gen_toks` (default for
+    generation requests that set none, 256).
     """
 
     backend = "causal"
@@ -60,6 +72,7 @@ class PretrainlabLM(TemplateLM):
         self,
         run: str | Path | None = None,
         checkpoint: str | Path | None = None,
+        data: str | Path | None = None,
         device: str | None = None,
         batch_size: int | str | None = None,
         dtype: str | None = None,
@@ -69,13 +82,15 @@ class PretrainlabLM(TemplateLM):
         **unused: Any,
     ) -> None:
         super().__init__()
+        from pretrainlab.eval.entry import eval_autocast_dtype
         from pretrainlab.eval.load import load_run
         from pretrainlab.train.distributed import resolve_device, unwrap_model
 
+        _refuse_several_processes()
         if unused:
             raise ConfigError(
                 f"lm_eval model args not known to the pretrainlab model: {', '.join(sorted(unused))}",
-                hint="use run= (or pretrained=), checkpoint=, device=, batch_size=, dtype=, max_gen_toks=",
+                hint="use run= (or pretrained=), checkpoint=, data=, device=, batch_size=, dtype=, max_gen_toks=",
             )
         if run and pretrained and Path(run) != Path(pretrained):
             raise ConfigError(
@@ -88,7 +103,8 @@ class PretrainlabLM(TemplateLM):
                 hint="e.g. --model_args run=runs/run (the folder `pretrainlab train` wrote)",
             )
         dev = resolve_device(device or "auto")
-        model, cfg, prepared, ckpt = load_run(run, _checkpoint_folder(Path(run), checkpoint), device=dev)
+        model, cfg, prepared, ckpt = load_run(run, _checkpoint_folder(Path(run), checkpoint),
+                                              data=data or None, device=dev)
         self.model = model
         self.run_config = cfg
         self.checkpoint = ckpt
@@ -98,7 +114,7 @@ class PretrainlabLM(TemplateLM):
         self._pad = int(prepared.pad_id)
         self.max_length = int(unwrap_model(model).cfg.max_seq_len)  # type: ignore[union-attr]
         self.max_gen_toks = _positive_int(max_gen_toks, "max_gen_toks")
-        self._autocast = _autocast_dtype(dtype)
+        self._autocast = eval_autocast_dtype(cfg, dev) if _is_auto(dtype) else _autocast_dtype(dtype)
         self._batch_size = batch_size
         self._batch_tokens = _batch_tokens(batch_size, self.max_length)
         self._run_name = str(Path(run))
@@ -120,8 +136,6 @@ class PretrainlabLM(TemplateLM):
     def _loglikelihood_tokens(
         self, requests: list[tuple[tuple[str, str], list[int], list[int]]], disable_tqdm: bool = False, **kwargs: Any
     ) -> list[tuple[float, bool]]:
-        from pretrainlab.eval.likelihood import score_continuations
-
         for args, _, cont in requests:
             if not cont:
                 context, continuation = args or ("", "")
@@ -129,14 +143,7 @@ class PretrainlabLM(TemplateLM):
                     f"the continuation {continuation!r} of context {context[-40:]!r} encodes to no tokens after the "
                     "context (it is empty, or the tokenizer merged it into the context); there is nothing to score"
                 )
-        scores = score_continuations(
-            self.model,
-            [(ctx, cont) for _, ctx, cont in requests],
-            device=self._device,
-            autocast_dtype=self._autocast,
-            bos_id=self.prefix_token_id,
-            batch_tokens=self._batch_tokens,
-        )
+        scores = self._score(requests, disable_tqdm)
         out = []
         for (args, _, _), s in zip(requests, scores):
             answer = (s.logprob, s.greedy)
@@ -144,6 +151,37 @@ class PretrainlabLM(TemplateLM):
                 self.cache_hook.add_partial("loglikelihood", args, answer)
             out.append(answer)
         return out
+
+    def _score(self, requests: Sequence[tuple[Any, list[int], list[int]]], disable_tqdm: bool) -> list[Any]:
+        """The engine's scores of `requests`, in order, in calls of about REQUESTS_PER_CALL requests (those with
+        one context always in one call, so they share its forward) to move a progress bar."""
+        from pretrainlab.eval.likelihood import score_continuations
+
+        by_context: dict[tuple[int, ...], list[int]] = {}
+        for i, (_, ctx, _) in enumerate(requests):
+            by_context.setdefault(tuple(ctx), []).append(i)
+        calls: list[list[int]] = [[]]
+        for members in by_context.values():
+            if calls[-1] and len(calls[-1]) + len(members) > REQUESTS_PER_CALL:
+                calls.append([])
+            calls[-1].extend(members)
+        scores: list[Any] = [None] * len(requests)
+        with tqdm(total=len(requests), desc="pretrainlab loglikelihood", disable=disable_tqdm) as bar:
+            for call in calls:
+                if not call:
+                    continue
+                got = score_continuations(
+                    self.model,
+                    [(requests[i][1], requests[i][2]) for i in call],
+                    device=self._device,
+                    autocast_dtype=self._autocast,
+                    bos_id=self.prefix_token_id,
+                    batch_tokens=self._batch_tokens,
+                )
+                for i, score in zip(call, got):
+                    scores[i] = score
+                bar.update(len(call))
+        return scores
 
     # -- the other two request types ----------------------------------------------------------------------
 
@@ -167,7 +205,8 @@ class PretrainlabLM(TemplateLM):
                 owner.append(i)
         totals = [0.0] * len(requests)
         if windows:
-            for i, (logprob, _) in zip(owner, self._loglikelihood_tokens(windows)):  # type: ignore[arg-type]
+            scored = self._loglikelihood_tokens(windows, disable_tqdm=disable_tqdm)  # type: ignore[arg-type]
+            for i, (logprob, _) in zip(owner, scored):
                 totals[i] += logprob
         for req, total in zip(requests, totals):
             self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
@@ -176,7 +215,7 @@ class PretrainlabLM(TemplateLM):
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         """Greedy continuation of each context, cut at the first stop string (see the module docstring)."""
         out = []
-        for req in requests:
+        for req in tqdm(requests, desc="pretrainlab generate_until", disable=disable_tqdm):
             context, gen_kwargs = req.args
             until, max_tokens = self._generation_settings(gen_kwargs)
             text = self._greedy(context, until, max_tokens)
@@ -214,7 +253,7 @@ class PretrainlabLM(TemplateLM):
         step = _CachedStep(core, None, self._device) if supports_kv_cache(core) else None
         new: list[int] = []
         text = ""
-        with torch.no_grad(), _autocast(self._device, self._autocast):
+        with torch.no_grad(), autocast(self._device, self._autocast):
             for _ in range(max_tokens):
                 if step is not None:
                     logits = step(ids)
@@ -252,13 +291,33 @@ def _checkpoint_folder(run: Path, checkpoint: str | Path | None) -> Path | None:
     )
 
 
-def _autocast_dtype(dtype: str | None) -> torch.dtype | None:
-    if dtype is None:
-        return None
+def _is_auto(dtype: str | None) -> bool:
+    return dtype is None or str(dtype) in ("", "auto")
+
+
+def _autocast_dtype(dtype: str) -> torch.dtype | None:
     key = str(dtype).removeprefix("torch.")
     if key not in _AUTOCAST:
-        raise ConfigError(f"dtype={dtype!r} is not one of {', '.join(_AUTOCAST)}", hint="e.g. dtype=bfloat16 on a GPU")
+        raise ConfigError(
+            f"dtype={dtype!r} is not one of auto, {', '.join(_AUTOCAST)}",
+            hint="leave it out (auto: the run's evaluation precision), or e.g. dtype=float32 for exact scores",
+        )
     return _AUTOCAST[key]
+
+
+def _refuse_several_processes() -> None:
+    """The model scores every request in one process; a launcher with several processes would repeat the work
+    in each (lm_eval spreads requests over processes only for models that implement its rank API)."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
+    size = torch.distributed.get_world_size() if initialized else int(world) if world.isdigit() else 1
+    if size > 1:
+        raise ConfigError(
+            f"the pretrainlab lm_eval model runs in one process, but this is one of {size} (accelerate launch or "
+            "torchrun): every process would score every request",
+            hint="run `pretrainlab lm-eval ...` without a launcher (one device), or export the run "
+            "(`pretrainlab export RUN --format hf OUT`) and use --model hf, which lm_eval spreads over processes",
+        )
 
 
 def _batch_tokens(batch_size: int | str | None, window: int) -> int:
@@ -277,9 +336,3 @@ def _positive_int(value: int | str, name: str) -> int:
     if n <= 0:
         raise ConfigError(f"{name}={value!r} must be a positive integer", hint=f"e.g. {name}=16")
     return n
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):  # type: ignore[no-untyped-def]
-    from contextlib import nullcontext
-
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
