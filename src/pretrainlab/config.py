@@ -297,7 +297,7 @@ class TrackerConfig(StrictModel):
     """An experiment tracker that receives every line metrics.jsonl gets (metrics.jsonl is always written).
 
     `name` is `tensorboard`, `wandb` or `mlflow` (optional extras); `options` go to the tracker, e.g.
-    `{mode: offline}` for wandb or `{tracking_uri: sqlite:///mlflow.db}` for MLflow. On the command line
+    `{mode: offline}` for wandb or `{tracking_uri: sqlite:///mlflow.db}` (relative: in the run folder) for MLflow. CLI:
     `trackers=tensorboard` and `trackers=[tensorboard, wandb]` are shorthands.
     """
 

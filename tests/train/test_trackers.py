@@ -103,7 +103,9 @@ def test_tensorboard_gets_every_line(tmp_path, prepared):
     assert [e.step for e in got] == [r["step"] for r in evals]
     assert [e.value for e in got] == pytest.approx([r["val_loss/alpha"] for r in evals])
     tags = acc.Tags()
-    assert "mfu" not in tags["scalars"] or all(r.get("mfu") is not None for r in want.values())  # None: skipped
+    # mfu is null where the device's peak is unknown: exactly the steps with a number have a point
+    mfu_steps = [s for s, r in sorted(want.items()) if r.get("mfu") is not None]
+    assert ([e.step for e in acc.Scalars("mfu")] if "mfu" in tags["scalars"] else []) == mfu_steps
     assert "end/text_summary" in tags["tensors"]  # the end line, as a table
 
 
@@ -116,6 +118,20 @@ def test_tensorboard_resume_shows_each_step_once(tmp_path, prepared):
     assert [e.step for e in loss] == list(range(1, 11))  # purge_step hid the first session's steps 6-10
     want = train_lines(run)
     assert all(math.isclose(e.value, want[e.step]["loss"], rel_tol=1e-6) for e in loss)
+
+
+def test_tensorboard_relative_log_dir_is_inside_the_run_folder(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from pretrainlab.train.trackers import TrackerContext
+    from pretrainlab.train.trackers.tensorboard_tracker import TensorBoardTracker
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    tracker = TensorBoardTracker(TrackerContext(run_dir=tmp_path / "run", run_name="x", config={}), log_dir="tb")
+    tracker.log_metrics({"loss": 1.0}, 1)
+    tracker.close("finished")
+    assert tracker.log_dir == tmp_path / "run" / "tb" and list((tmp_path / "run" / "tb").glob("events.*"))
+    assert list((tmp_path / "elsewhere").iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------------ W&B
@@ -192,17 +208,99 @@ def test_wandb_offline_run_and_resume(tmp_path, prepared):
     assert resumed["summary"]["wall_s"] == lines(run)[-1]["wall_s"]
 
 
+def test_wandb_offline_from_the_option_alone(tmp_path, monkeypatch):
+    """`options: {mode: offline}` with WANDB_MODE unset (the module's fixture sets it): still no network,
+    no login, the run written under <run>/wandb."""
+    pytest.importorskip("wandb")
+    from pretrainlab.train.trackers import TrackerContext
+    from pretrainlab.train.trackers.wandb_tracker import WandbTracker
+
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    tracker = WandbTracker(TrackerContext(run_dir=run_dir, run_name="alone", config={"a": 1}), mode="offline")
+    tracker.log_metrics({"loss": 2.5}, 1)
+    tracker.close("finished")
+    (path,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    info = wandb_run(path)
+    assert info["name"] == "alone" and info["history"][1]["loss"] == 2.5
+
+
+def test_wandb_online_without_credentials_is_dropped_at_once(tmp_path, prepared, monkeypatch, capsys):
+    """Online mode with no API key would prompt for a login and wait on a terminal: the tracker does not
+    start, the warning names `options: {mode: offline}`, and the run trains."""
+    pytest.importorskip("wandb")
+    import wandb
+
+    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+    def never(*args, **kwargs):
+        raise AssertionError("wandb.init must not be called without credentials")
+
+    monkeypatch.setattr(wandb, "init", never)
+    start = time.monotonic()
+    run = train_run(config(tmp_path, prepared, "wandb", train={"steps": 2}))
+    assert time.monotonic() - start < 60
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if "could not start" in x]
+    assert "'wandb'" in line and "options: {mode: offline}" in line and "wandb login" in line
+    assert lines(run)[-1]["event"] == "end" and not (run / "wandb").exists()
+
+
+def test_wandb_console_capture_is_off_unless_chosen(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    import wandb
+
+    from pretrainlab.train.trackers import TrackerContext
+    from pretrainlab.train.trackers.wandb_tracker import WandbTracker
+
+    seen = []
+
+    class FakeRun:
+        id, step = "abc", 0
+
+    def fake_init(**kwargs):
+        seen.append(kwargs)
+        return FakeRun()
+
+    monkeypatch.setattr(wandb, "init", fake_init)
+    monkeypatch.delenv("WANDB_CONSOLE")
+    ctx = TrackerContext(run_dir=tmp_path, run_name="x", config={})
+    WandbTracker(ctx, mode="offline")
+    WandbTracker(ctx, mode="offline", settings={"console": "wrap"})
+    assert [k["settings"].console for k in seen] == ["off", "wrap"]
+    monkeypatch.setenv("WANDB_CONSOLE", "redirect")  # the user's variable is left to W&B
+    WandbTracker(ctx, mode="offline")
+    assert "console" not in seen[-1]["settings"].model_fields_set
+
+
 # ------------------------------------------------------------------------------------------ MLflow
 
 
-def test_mlflow_sqlite_run_and_resume(tmp_path, prepared, mlflow_db):
+def test_mlflow_sqlite_run_and_resume(tmp_path, prepared, mlflow_db, monkeypatch):
+    """A relative `sqlite:///mlflow.db` is the run folder's store, whatever the current folder (the resume
+    runs from another one); trackers.json keeps the absolute URI."""
     from mlflow.tracking import MlflowClient
 
-    cfg = config(tmp_path, prepared, [{"name": "mlflow", "options": {"experiment": "tiny-exp"}}],
-                 train={"checkpoint_every": 5})
+    options = {"experiment": "tiny-exp", "tracking_uri": "sqlite:///mlflow.db"}
+    cfg = config(tmp_path, prepared, [{"name": "mlflow", "options": options}], train={"checkpoint_every": 5})
+    cfg = cfg.model_copy(update={"out_dir": str(tmp_path / "runs")})
     (tmp_path / "runs" / "tiny").mkdir(parents=True)
     shutil.copy(mlflow_db, tmp_path / "runs" / "tiny" / "mlflow.db")  # an initialised store, to save seconds
-    run = resume_from_step_5(cfg)
+    for sub in ("cwd1", "cwd2"):
+        (tmp_path / sub).mkdir()
+    monkeypatch.chdir(tmp_path / "cwd1")
+    run = train_run(cfg)
+    shutil.rmtree(run / "checkpoints" / "step-10")
+    monkeypatch.chdir(tmp_path / "cwd2")
+    Trainer(cfg, resume=True).fit()
+    assert list((tmp_path / "cwd1").iterdir()) == list((tmp_path / "cwd2").iterdir()) == []
+    state = json.loads((run / STATE_FILE).read_text())["mlflow"]
+    assert state["tracking_uri"] == f"sqlite:///{(run / 'mlflow.db').resolve()}"
     client = MlflowClient(tracking_uri=f"sqlite:///{run / 'mlflow.db'}")
     (found,) = client.search_runs([client.get_experiment_by_name("tiny-exp").experiment_id])
     assert found.info.run_name == "tiny" and found.info.status == "FINISHED"
@@ -309,6 +407,42 @@ def test_trackers_are_closed_when_a_run_fails_or_stops(tmp_path, prepared, monke
     (rec,) = Recorder.runs
     assert rec.status == {"error": "failed", "stop": "stopped"}[how]
     assert [s for s, _ in rec.metrics] == [1, 2, 3, 4]
+
+
+def test_trackers_are_closed_when_a_callback_on_train_end_raises(tmp_path, prepared):
+    from pretrainlab.train.callbacks import Callback
+
+    class Broken(Callback):
+        name = "broken"
+
+        def on_train_end(self, trainer):
+            raise RuntimeError("callback broke")
+
+    Recorder.runs.clear()
+    trainer = Trainer(config(tmp_path, prepared, "test_recorder", train={"steps": 2}))
+    trainer.callbacks.insert(0, Broken())
+    with pytest.raises(RuntimeError, match="callback broke"):
+        trainer.fit()
+    (rec,) = Recorder.runs
+    assert rec.status == "finished" and rec.summary is not None  # closed; the run had ended (its end line)
+    assert trainer.writer is not None and trainer.writer._file is None and trainer.writer.sinks[0].trackers == []
+
+
+def test_a_bad_record_never_raises_into_training(tmp_path):
+    from pretrainlab.train.trackers import TrackerContext, TrackerSet
+
+    warnings: list[str] = []
+    rec = Recorder(TrackerContext(run_dir=tmp_path, run_name="x", config={}))
+    trackers = TrackerSet([rec], warn=warnings.append)
+    trackers.log({"step": None, "loss": 1.0})
+    trackers.log({"step": "3", "loss": 1.0})
+    trackers.log({"loss": 1.0, "step": 2})
+    trackers.log({"step": 2.5, "loss": 1.0})
+    trackers.log({"event": "end", "step": None, "wall_s": 3.0})
+    assert rec.metrics == [(2, {"loss": 1.0})] and rec.summary == (2, {"wall_s": 3.0})
+    assert len(warnings) == 1 and "without an integer step (step=None)" in warnings[0]
+    trackers.close()
+    assert rec.status == "finished"
 
 
 def test_unknown_tracker_is_a_config_error_before_anything_is_built(tmp_path, prepared):

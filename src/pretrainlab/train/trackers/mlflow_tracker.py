@@ -1,7 +1,8 @@
 """MLflow: an embedded SQLite store in the run folder by default, no server.
 
 Options: `tracking_uri` (default `sqlite:///<run>/mlflow.db`; any MLflow URI works, e.g. a server's
-`http://...`), `experiment` (default `pretrainlab`; created when missing, its artifacts in
+`http://...`; a relative SQLite path or local folder is resolved against the run folder, not the current
+one, e.g. `sqlite:///../mlflow.db` is one store shared by the runs of an out_dir), `experiment` (default `pretrainlab`; created when missing, its artifacts in
 `<run>/mlflow-artifacts`), `run_name` (default the run's name), `tags` (a mapping). The resolved config is
 logged as params with dotted keys (`model.d_model`), metrics with their step, the end line as
 `final/<key>` metrics (the latest value is the run's, also after a resume), and the run ends FINISHED,
@@ -9,7 +10,7 @@ FAILED or KILLED (stopped).
 
 MLflow allows only letters, digits, `_ - . / space` in names (and no empty or `.`/`..` path segments):
 other characters become `_`, e.g. `task/hellaswag@10/acc` -> `task/hellaswag_10/acc` (see `mlflow_key`).
-The run id is kept in `<run>/trackers.json`; `--resume` continues that run, skipping the (key, step)
+The run id and the (absolute) tracking URI are kept in `<run>/trackers.json`; `--resume` continues that run, skipping the (key, step)
 points it already holds (MLflow cannot delete points), so each step appears once.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 from pretrainlab.train.trackers.base import Status, Tracker, TrackerContext, flatten_config, register_tracker
@@ -53,7 +55,7 @@ class MlflowTracker(Tracker):
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
-        uri = tracking_uri or f"sqlite:///{(ctx.run_dir / 'mlflow.db').resolve()}"
+        uri = resolve_tracking_uri(tracking_uri, ctx.run_dir)
         self.client = MlflowClient(tracking_uri=uri)
         self._done: dict[str, int] = {}  # key -> last step MLflow already holds (a resumed run)
         run_id = ctx.state.get("run_id") if ctx.resume and ctx.state.get("tracking_uri") == uri else None
@@ -105,6 +107,41 @@ class MlflowTracker(Tracker):
 
     def close(self, status: Status) -> None:
         self.client.set_terminated(self.run_id, status=_STATUS[status])
+
+
+def resolve_tracking_uri(uri: str | None, run_dir: Path) -> str:
+    """`uri` with a relative local path made absolute against `run_dir` (the default: `<run>/mlflow.db`).
+
+    `sqlite:///mlflow.db` names a path relative to the current folder in SQLAlchemy's URL syntax (four
+    slashes make it absolute); a run can be resumed from another folder, so relative paths are taken from
+    the run folder. Plain folder paths and `file:` URIs (MLflow's file store) are treated alike; server
+    URIs (`http://...`, `databricks`, other databases) are left as they are.
+    """
+    if not uri:
+        return f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):]
+        if path in ("", ":memory:") or path.startswith("/") or _is_windows_absolute(path):
+            return uri
+        query = ""
+        if "?" in path:
+            path, query = path.split("?", 1)
+            query = "?" + query
+        return f"sqlite:///{(run_dir / Path(path).expanduser()).resolve()}{query}"
+    if uri.startswith("file:"):
+        path = uri[len("file:"):]
+        if path.startswith("/") or _is_windows_absolute(path):
+            return uri
+        return (run_dir / Path(path).expanduser()).resolve().as_uri()
+    if _is_windows_absolute(uri) or uri.startswith("/") or uri in ("databricks", "databricks-uc", "uc"):
+        return uri
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:", uri):
+        return uri  # a scheme: a server or a database MLflow knows how to reach
+    return str((run_dir / Path(uri).expanduser()).resolve())  # a plain local folder: MLflow's file store
+
+
+def _is_windows_absolute(path: str) -> bool:
+    return bool(re.match(r"^[A-Za-z]:[\\/]", path))
 
 
 def _param_value(value: Any) -> str:

@@ -1,4 +1,5 @@
-"""TensorBoard: scalars in `<run>/tensorboard` (option `log_dir`), through torch's SummaryWriter.
+"""TensorBoard: scalars in `<run>/tensorboard` (option `log_dir`; a relative one is inside the run folder),
+through torch's SummaryWriter.
 
 On `--resume` the writer starts with `purge_step` = the checkpoint's step + 1: TensorBoard then hides the
 events a crashed session logged past the checkpoint, as metrics.jsonl drops those lines, so a resumed
@@ -23,7 +24,8 @@ class TensorBoardTracker(Tracker):
         super().__init__(ctx)
         from torch.utils.tensorboard import SummaryWriter  # ImportError without the tensorboard package
 
-        self.log_dir = Path(log_dir) if log_dir is not None else ctx.run_dir / "tensorboard"
+        # relative to the run folder, not the current one: a resume from elsewhere writes to the same place
+        self.log_dir = ctx.run_dir / Path(log_dir).expanduser() if log_dir is not None else ctx.run_dir / "tensorboard"
         purge_step = ctx.start_step + 1 if ctx.resume else None
         self.writer = SummaryWriter(
             log_dir=str(self.log_dir), purge_step=purge_step, flush_secs=flush_secs, **writer_options

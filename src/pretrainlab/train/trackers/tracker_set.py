@@ -10,7 +10,8 @@ drops, with one warning, a tracker that raises. Backend run ids are kept in `<ru
 from __future__ import annotations
 
 import json
-import os
+import math
+import numbers
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 from pretrainlab.config import RunConfig, TrackerConfig
 from pretrainlab.errors import ConfigError
+from pretrainlab.io_atomic import write_text_atomic
 from pretrainlab.train.trackers.base import TRACKERS, Status, Tracker, TrackerContext, numeric_items
 
 STATE_FILE = "trackers.json"
@@ -51,16 +53,35 @@ class TrackerSet:
         self.warn = warn
         self._ended = False
         self._closed = False
+        self._last_step = 0
+        self._warned: set[str] = set()
 
     @property
     def names(self) -> list[str]:
         return [t.name for t in self.trackers]
 
     def log(self, record: dict[str, Any]) -> None:
-        """Send one record: the end line as a summary, any other line as metrics at its step."""
-        step = int(record.get("step", 0))
-        values = numeric_items(record)
-        end = record.get("event") == "end"
+        """Send one record: the end line as a summary, any other line as metrics at its step.
+
+        Never raises: a tracker that fails is dropped with one warning; a record with no integer `step`
+        (the end line excepted: it goes at the last step seen) is not sent, with one warning, as it could
+        not be placed (metrics.jsonl has it).
+        """
+        try:
+            end = record.get("event") == "end"
+            step = _step_of(record)
+            if step is None and end:
+                step = self._last_step
+            if step is None:
+                self._warn_once("step", f"warning: trackers: a metrics record without an integer step "
+                                f"(step={record.get('step')!r}) was not sent to them (metrics.jsonl has it)")
+                return
+            self._last_step = step
+            values = numeric_items(record)
+        except Exception as e:  # a record of an unexpected shape: never a reason to stop training
+            self._warn_once("record", f"warning: trackers: a metrics record could not be read ({_reason(e)}); "
+                            "not sent to them (metrics.jsonl has it)")
+            return
         self._ended = self._ended or end
         for tracker in list(self.trackers):
             try:
@@ -70,6 +91,11 @@ class TrackerSet:
                     tracker.log_metrics(values, step)
             except Exception as e:  # any backend error: this tracker goes, the run does not
                 self._drop(tracker, f"failed at step {step}", e)
+
+    def _warn_once(self, key: str, text: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.warn(text)
 
     def close(self) -> None:
         """Close every tracker: "finished" after the end line, "failed" while an exception is propagating
@@ -94,11 +120,11 @@ class TrackerSet:
 
     def _drop(self, tracker: Tracker, when: str, error: BaseException) -> None:
         self.trackers.remove(tracker)
-        self.warn(
-            f"warning: tracker {tracker.name!r} {when} ({_reason(error)}); dropped, training goes on "
-            "(metrics.jsonl has every line)"
-        )
         try:
+            self.warn(
+                f"warning: tracker {tracker.name!r} {when} ({_reason(error)}); dropped, training goes on "
+                "(metrics.jsonl has every line)"
+            )
             tracker.close("failed")
         except Exception:
             pass
@@ -131,7 +157,11 @@ def start_trackers(
             warn(_start_warning(i, c.name, cls, e))
     states = {t.name: t.state for t in started if t.state}
     if states:
-        _write_state(run_dir, {**saved, **states})
+        try:
+            _write_state(run_dir, {**saved, **states})
+        except OSError as e:
+            warn(f"warning: trackers: could not write {run_dir / STATE_FILE} ({_reason(e)}); --resume will start "
+                 "new W&B / MLflow runs instead of continuing these")
     return TrackerSet(started, warn)
 
 
@@ -162,7 +192,14 @@ def _read_state(run_dir: Path) -> dict[str, Any]:
 
 
 def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
-    path = run_dir / STATE_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(run_dir / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+
+def _step_of(record: dict[str, Any]) -> int | None:
+    """The record's step as an int; None when it is missing or not a whole number."""
+    step = record.get("step")
+    if isinstance(step, bool) or not isinstance(step, numbers.Real):
+        return None
+    if not math.isfinite(float(step)) or float(step) != int(step):
+        return None
+    return int(step)
