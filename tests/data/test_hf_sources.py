@@ -124,21 +124,55 @@ def test_cli_prepare_end_to_end(tmp_path, capsys):
     assert len(web["sources"]) == 2
 
 
-def test_streaming_is_offline_and_writes_nothing_to_home(tmp_path, monkeypatch):
-    import datasets
+READ_SCRIPT = """
+import json, socket, sys
+
+def refuse(*args, **kwargs):
+    raise AssertionError(f"network access attempted: {args}")
+
+socket.socket.connect = refuse
+socket.create_connection = refuse
+from pretrainlab.config import HFDatasetSource  # datasets is imported by the read, with this HOME
+from pretrainlab.data.diagnostics import Diagnostics
+from pretrainlab.data.sources import open_source
+
+out = {}
+for fmt, pattern in json.loads(sys.argv[1]):
+    src = open_source(HFDatasetSource(domain="w", format=fmt, paths=[pattern]), 0)
+    out[fmt] = {"texts": [d.text for d in src.documents(Diagnostics())], "files": [r.path for r in src.records]}
+print(json.dumps(out))
+"""
+
+
+def test_streaming_is_offline_and_writes_nothing_to_home(tmp_path):
+    """In a fresh process whose HOME, HF_HOME and XDG cache are an empty folder (so `datasets` and
+    `huggingface_hub` take their cache paths from it at import): reading every format leaves it empty."""
+    import subprocess
 
     home = tmp_path / "home"
     home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", home / ".cache" / "huggingface" / "datasets")
+    paths = write_files(tmp_path / "in")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "XDG_", "TRANSFORMERS_"))}
+    env.update(HOME=str(home), HF_HOME=str(home / ".cache" / "huggingface"), XDG_CACHE_HOME=str(home / ".cache"),
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2] / "src"), env.get("PYTHONPATH", "")]))
+    jobs = [(fmt, str(paths[key])) for fmt, key in (("parquet", "parquet"), ("json", "jsonl"), ("csv", "csv"))]
+    done = subprocess.run([sys.executable, "-c", READ_SCRIPT, json.dumps(jobs)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    for fmt, key in (("parquet", "parquet"), ("json", "jsonl"), ("csv", "csv")):
+        assert got[fmt]["texts"] == TEXTS, fmt
+        assert got[fmt]["files"] == [str(tmp_path / "in" / f"part{i}.{key}") for i in (0, 1)]
+    assert list(home.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "in"]  # nothing in the current folder either
+
+
+def test_offline_mode_is_set_only_around_the_reads(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     paths = write_files(tmp_path / "in")
-    for fmt, key in (("parquet", "parquet"), ("json", "jsonl"), ("csv", "csv")):
-        src = open_source(HFDatasetSource(domain="w", format=fmt, paths=[str(paths[key])]), 0)
-        assert texts(src) == TEXTS, fmt
-        assert [r.path for r in src.records] == [str(tmp_path / "in" / f"part{i}.{key}") for i in (0, 1)]
-    assert list(home.iterdir()) == []
-    assert "HF_DATASETS_OFFLINE" not in os.environ  # offline mode is set only around the reads
+    src = open_source(HFDatasetSource(domain="w", format="parquet", paths=[str(paths["parquet"])]), 0)
+    assert texts(src) == TEXTS
+    assert "HF_DATASETS_OFFLINE" not in os.environ
 
 
 def test_text_format_gives_one_document_per_line(tmp_path):
@@ -162,9 +196,9 @@ def test_non_string_values_are_skipped_and_counted(tmp_path):
         assert texts(src, diag) == expected
     assert diag.bad_lines["d"] == 4
     warnings = "\n".join(diag.warnings())
-    assert f"{tmp_path / 'm.jsonl'}:2: row has int in 'text'" in warnings
-    assert f"{tmp_path / 'n.parquet'}:2: row has null" in warnings
-    with pytest.raises(DataError, match=r"n\.parquet:2: row has null"):
+    assert f"{tmp_path / 'm.jsonl'}: skipped 2 bad row(s): row 2: 'text' is int, not a string; row 3:" in warnings
+    assert f"{tmp_path / 'n.parquet'}: skipped 1 bad row(s): row 2: 'text' is null" in warnings
+    with pytest.raises(DataError, match=r"n\.parquet: row 2: 'text' is null, not a string[\s\S]*fix or remove that row"):
         texts(open_source(HFDatasetSource(domain="d", format="parquet", paths=[str(tmp_path / "n.parquet")]), 0),
               Diagnostics(strict=True))
 

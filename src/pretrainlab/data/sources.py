@@ -535,6 +535,35 @@ def _hf_offline(datasets: Any) -> Iterator[None]:
             setattr(config, k, v)
 
 
+class _BadRows:
+    """Rows of a `datasets` table whose text is not a string: counted per domain like bad lines, reported as
+    `file: row N: ...` (a row number, not a line of the file: Parquet has no lines, and a JSON Lines row
+    is not its line once blank lines are skipped), a few examples per file; fatal when `diag.strict`."""
+
+    def __init__(self, diag: Diagnostics, domain: str, file: str) -> None:
+        self.diag, self.domain, self.file = diag, domain, file
+        self.count = 0
+        self.examples: list[str] = []
+
+    def add(self, row: int, reason: str) -> None:
+        if self.diag.strict:
+            raise DataError(
+                f"{self.file}: row {row}: {reason}",
+                hint="fix or remove that row, or set strict=false to skip bad rows with a warning",
+            )
+        self.diag.bad_lines[self.domain] += 1
+        self.count += 1
+        if len(self.examples) < 3:
+            self.examples.append(f"row {row}: {reason}")
+
+    def report(self) -> None:
+        """One warning for the file (shown with prepare's other warnings)."""
+        if self.count:
+            more = f" (and {self.count - len(self.examples)} more)" if self.count > len(self.examples) else ""
+            self.diag.note(f"{self.file}: skipped {self.count} bad row(s): {'; '.join(self.examples)}{more}")
+            self.count = 0
+
+
 def _documents_of_batches(
     batches: Iterator[dict[str, list[Any]]],
     ref: FileRef,
@@ -546,27 +575,32 @@ def _documents_of_batches(
     read_error: Callable[[Exception], DataError],
 ) -> Iterator[Document]:
     """Documents of the `text_field` column of column batches (dicts of lists), one per row: a value that is
-    not a string (null, a number) is skipped and counted as a bad row; a missing column is a DataError that
-    lists the columns there are; an error of the reader itself becomes `read_error(e)`."""
+    not a string (null, a number) is skipped and counted as a bad row (`file: row N: ...`, rows counted
+    from 1); a missing column is a DataError that lists the columns there are; an error of the reader
+    itself becomes `read_error(e)`."""
     row = 0
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except DataError:
-            raise
-        except Exception as e:  # datasets/pyarrow raise their own types for unreadable input
-            raise read_error(e) from None
-        if text_field not in batch:
-            raise DataError(f"{ref.display}: no column {text_field!r} (it has: {', '.join(batch)})", hint=hint)
-        for value in batch[text_field]:
-            row += 1
-            if not isinstance(value, str):
-                kind = "null" if value is None else type(value).__name__
-                diag.bad_line(domain, ref.display, row, f"row has {kind} in {text_field!r}, not a string")
-                continue
-            yield Document(value, ref, row - 1)
+    bad = _BadRows(diag, domain, ref.display)
+    try:
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except DataError:
+                raise
+            except Exception as e:  # datasets/pyarrow raise their own types for unreadable input
+                raise read_error(e) from None
+            if text_field not in batch:
+                raise DataError(f"{ref.display}: no column {text_field!r} (it has: {', '.join(batch)})", hint=hint)
+            for value in batch[text_field]:
+                row += 1
+                if not isinstance(value, str):
+                    kind = "null" if value is None else type(value).__name__
+                    bad.add(row, f"{text_field!r} is {kind}, not a string")
+                    continue
+                yield Document(value, ref, row - 1)
+    finally:
+        bad.report()
 
 
 class HFDiskDatasetSource(Source):
@@ -629,6 +663,10 @@ class HFFilesSource(Source):
     builds `datasets`' usual Arrow cache (in `HF_DATASETS_CACHE`) first, then iterates it memory-mapped.
     Documents are indexed by row within their file, as the jsonl and parquet sources do, so the same file read
     either way gives the same documents and the same validation split.
+
+    Only the text column is kept (`select_columns`, applied to each batch read). The JSON builder of
+    `datasets` (checked with 5.2) has no `columns` option, so every field of a JSON Lines row is parsed before
+    the text is picked out, as the native `jsonl` source does too; wide rows cost their full parse.
     """
 
     def __init__(self, cfg: HFDatasetSource, index: int) -> None:
