@@ -201,7 +201,8 @@ def test_generate_on_the_tokenizer_output_works(tmp_path, byte_data):
     out = export_hf(run, tmp_path / "hf")
     tok = transformers.AutoTokenizer.from_pretrained(out)
     assert "token_type_ids" not in tok("x")
-    assert json.loads((out / "tokenizer_config.json").read_text())["model_input_names"] == ["input_ids", "attention_mask"]
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    assert config["model_input_names"] == ["input_ids", "attention_mask"]
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     enc = tok("def fib(n):", return_tensors="pt")
     assert sorted(enc) == ["attention_mask", "input_ids"]

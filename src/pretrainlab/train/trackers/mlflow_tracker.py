@@ -2,16 +2,17 @@
 
 Options: `tracking_uri` (default `sqlite:///<run>/mlflow.db`; any MLflow URI works, e.g. a server's
 `http://...`; a relative SQLite path or local folder is resolved against the run folder, not the current
-one, e.g. `sqlite:///../mlflow.db` is one store shared by the runs of an out_dir), `experiment` (default `pretrainlab`; created when missing, its artifacts in
-`<run>/mlflow-artifacts`), `run_name` (default the run's name), `tags` (a mapping). The resolved config is
-logged as params with dotted keys (`model.d_model`), metrics with their step, the end line as
-`final/<key>` metrics (the latest value is the run's, also after a resume), and the run ends FINISHED,
-FAILED or KILLED (stopped).
+one, e.g. `sqlite:///../mlflow.db` is one store shared by the runs of an out_dir), `experiment` (default
+`pretrainlab`; created when missing, its artifacts in `<run>/mlflow-artifacts`), `run_name` (default the
+run's name), `tags` (a mapping). The resolved config is logged as params with dotted keys
+(`model.d_model`), metrics with their step, the end line as `final/<key>` metrics (the latest value is the
+run's, also after a resume), and the run ends FINISHED, FAILED or KILLED (stopped).
 
 MLflow allows only letters, digits, `_ - . / space` in names (and no empty or `.`/`..` path segments):
 other characters become `_`, e.g. `task/hellaswag@10/acc` -> `task/hellaswag_10/acc` (see `mlflow_key`).
-The run id and the (absolute) tracking URI are kept in `<run>/trackers.json`; `--resume` continues that run, skipping the (key, step)
-points it already holds (MLflow cannot delete points), so each step appears once.
+The run id and the (absolute) tracking URI are kept in `<run>/trackers.json`; `--resume` continues that
+run, skipping the (key, step) points it already holds (MLflow cannot delete points), so each step appears
+once.
 """
 
 from __future__ import annotations
