@@ -9,23 +9,13 @@ dropped first, so a resumed run's file has the same lines as an uninterrupted ru
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
-
-def _clean(value: Any) -> Any:
-    """JSON-safe values: non-finite floats become null (strict JSON has no NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
+from pretrainlab.io_atomic import strict_json
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -64,7 +54,7 @@ class MetricsWriter:
     def write(self, record: dict[str, Any]) -> None:
         if self._file is None:
             self._file = open(self.path, "a", encoding="utf-8")
-        self._file.write(json.dumps(_clean(record)) + "\n")
+        self._file.write(json.dumps(strict_json(record)) + "\n")
         self._file.flush()
         for sink in self.sinks:
             sink.log(record)

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
@@ -39,6 +37,7 @@ from pretrainlab.data.prepared import PreparedData
 from pretrainlab.eval.tasks.evaluate import LoadedTask, load_tasks, print_task_table, score_tasks
 from pretrainlab.eval.tasks.registry import TaskSpec
 from pretrainlab.eval.tasks.scorers import Engine
+from pretrainlab.io_atomic import strict_json, write_json_atomic
 
 LOCK_FILE = ".tasks.lock"
 
@@ -215,35 +214,6 @@ def _score_with_progress(loaded: Sequence[LoadedTask], engine: Engine) -> dict[s
 # ----------------------------------------------------------------------------------------------- files
 
 
-def strict_json(value: Any) -> Any:
-    """`value` with every non-finite float as None: strict JSON has no NaN or Infinity."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    return value
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write `obj` as indented strict JSON: a unique temporary file in the same folder, fsynced, renamed
-    over `path`, then the folder fsynced, so `path` is the old or the new file, never a partial one."""
-    text = json.dumps(strict_json(obj), indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append `record` as one strict-JSON line, starting a new line first when the file's last byte is not a
     newline (a run killed mid-write leaves a torn last line, which readers skip; ours must not join it)."""
@@ -256,15 +226,6 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         f.write(("\n" if torn else "") + json.dumps(strict_json(record), allow_nan=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every file system lets a folder be opened
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 @contextlib.contextmanager
