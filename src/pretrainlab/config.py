@@ -351,6 +351,11 @@ class RunConfig(StrictModel):
         description="Start from these weights (a run folder, a checkpoint folder, or a Hugging Face Llama "
         "folder) with a fresh optimiser and schedule: continued pretraining.",
     )
+    init_optimizer: bool = Field(
+        default=False,
+        description="With init_from a run or checkpoint: also load its optimiser state where parameter names "
+        "and shapes match (e.g. SPDF keeps the sparse run's moments), instead of starting it fresh.",
+    )
     trackers: list[TrackerConfig] = Field(default_factory=list)
     tasks: TaskEvalConfig = Field(default_factory=TaskEvalConfig)
 
