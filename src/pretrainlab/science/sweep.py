@@ -369,12 +369,13 @@ def load_results(sweep_dir: str | Path) -> list[dict[str, Any]]:
 
     `status` is done (the run's metrics.jsonl has its end line), running (this sweep's process is
     running it now), failed (its last attempt failed) or pending (not run yet, or stopped: a re-run
-    resumes it). Metric columns are None until the run is done. `avg_params` is the mean of the train
-    lines' `live_params` when a recipe logs it (recipes log their live *non-embedding* parameter count,
-    e.g. while pruning), else `params_non_embedding`: the count `pretrainlab fit --x params` uses, so the
-    two x axes compare. `data_tokens` is the unique train tokens of the point's data (see data_tokens.py).
-    `run_dir` is absolute. Accepts a results.csv path too; DataError naming the file for a malformed
-    points.json or metrics.jsonl.
+    resumes it). Metric columns are None until the run is done. `avg_params` is the end line's
+    `avg_params` when the run logs one (the exact mean over every step, e.g. `gradual_pruning`), else the
+    mean of the train lines' `live_params` when a recipe logs it (recipes log their live *non-embedding*
+    parameter count, e.g. while pruning; only the lines written, every `train.log_every` steps), else
+    `params_non_embedding`: the count `pretrainlab fit --x params` uses, so the two x axes compare.
+    `data_tokens` is the unique train tokens of the point's data (see data_tokens.py). `run_dir` is absolute.
+    Accepts a results.csv path too; DataError naming the file for a malformed points.json or metrics.jsonl.
     """
     from pretrainlab.science.data_tokens import DataTokens
 
@@ -395,8 +396,9 @@ def load_results(sweep_dir: str | Path) -> list[dict[str, Any]]:
         row.update({k: p["axes"].get(k) for k in swept})
         row.update({k: (end or {}).get(k) for k in RESULT_FIELDS})
         if end is not None:
-            live = s["avg_live_params"]
-            row["avg_params"] = live if live is not None else end.get("params_non_embedding")
+            logged, live = end.get("avg_params"), s["avg_live_params"]
+            row["avg_params"] = (logged if _is_number(logged) else live if live is not None
+                                 else end.get("params_non_embedding"))
         row["data_tokens"] = sizes.of(p["name"])
         row.update({f"val_loss/{d}": (end or {}).get(f"val_loss/{d}") for d in domains})
         row.update({f"val_bpb/{d}": (end or {}).get(f"val_bpb/{d}") for d in domains_bpb})

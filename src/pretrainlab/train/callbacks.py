@@ -102,12 +102,25 @@ def register_callback(name: str) -> Callable[[type[Callback]], type[Callback]]:
 
 def _load_builtins() -> None:
     from pretrainlab.eval.tasks import callback  # noqa: F401  (registers "task_eval")
+    from pretrainlab.model import decoder  # noqa: F401  (the linears and theirs: "ordered_dropout", "masked_linear")
+    from pretrainlab.recipes import journey  # noqa: F401  (registers "gradual_pruning")
     from pretrainlab.train import signals, stability  # noqa: F401  (register "sigterm", "stability")
 
 
 def default_callbacks(cfg: RunConfig) -> tuple[str, ...]:
-    """The callbacks a run gets without listing them: DEFAULT_CALLBACKS, plus `task_eval` when it names tasks."""
-    return DEFAULT_CALLBACKS + (("task_eval",) if cfg.tasks.tasks else ())
+    """The callbacks a run gets without listing them: DEFAULT_CALLBACKS, plus `task_eval` when it names tasks,
+    plus those its linear parameterisation needs (see `linear_callbacks`)."""
+    return DEFAULT_CALLBACKS + (("task_eval",) if cfg.tasks.tasks else ()) + linear_callbacks(cfg)
+
+
+def linear_callbacks(cfg: RunConfig) -> tuple[str, ...]:
+    """The callbacks `model.linear` needs: its LINEARS entry's `callbacks(options)` when it has one (which also
+    checks the options' names and types before anything is built), e.g. `masked_linear`, `ordered_dropout`."""
+    from pretrainlab.model.registries import LINEARS
+
+    _load_builtins()
+    needs = getattr(LINEARS.get(cfg.model.linear, field="model.linear"), "callbacks", None)
+    return tuple(needs(dict(cfg.model.linear_options))) if callable(needs) else ()
 
 
 def build_callbacks(configs: list[CallbackConfig], *, defaults: tuple[str, ...] = DEFAULT_CALLBACKS) -> list[Callback]:
