@@ -28,6 +28,7 @@ def register_optimizer(name: str) -> Callable[[OptimizerBuilder], OptimizerBuild
 
 def _load_builtins() -> None:
     from pretrainlab.optim import adamw  # noqa: F401  (registers "adamw")
+    from pretrainlab.optim import galore  # noqa: F401  (registers "galore", "fira")
 
 
 def check_optimizer(cfg: OptimConfig) -> OptimizerBuilder:
