@@ -21,6 +21,8 @@ from pretrainlab.model.rope import rope_table
 
 # Importing the modules registers the built-in entries.
 from pretrainlab.model import attention as _attention, linear as _linear, mlp as _mlp, norms as _norms  # noqa: F401,E402
+from pretrainlab.model import low_rank as _low_rank, masked_linear as _masked_linear  # noqa: F401,E402
+from pretrainlab.model import sparse_low_rank as _sparse_low_rank  # noqa: F401,E402
 
 
 def _linear_builder(cfg: ModelConfig) -> MakeLinear:
