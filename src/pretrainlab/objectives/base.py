@@ -48,6 +48,7 @@ def build_objective(name: str, options: dict[str, Any] | None = None) -> Objecti
     """The objective registered as `name`, built with `options` (ConfigError for unknown names/options)."""
     from pretrainlab.objectives import next_token as _next_token  # noqa: F401  (registers the built-ins)
     from pretrainlab.objectives import distill as _distill  # noqa: F401
+    from pretrainlab.objectives import feature_distill as _feature_distill  # noqa: F401
 
     return OBJECTIVES.get(name, field="objective")(dict(options or {}))
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -55,35 +56,8 @@ class Distill:
     def bind(self, trainer: Trainer) -> None:
         """Load `trainer.cfg.teacher` on the trainer's device, check it fits the student, and add the
         `distill` callback that turns the step's sums into means and keeps the teacher's total time."""
-        from pretrainlab.eval.members import expand_members, load_members
-
-        cfg = trainer.cfg
-        if cfg.teacher is None:
-            raise ConfigError(
-                "objective 'distill' needs a teacher: set teacher=RUN_DIR",
-                hint="teacher=[RUN_A, RUN_B] for an ensemble teacher, or a folder written by `pretrainlab ensemble`",
-            )
-        try:
-            runs = expand_members(cfg.teacher.runs)
-            models, _, _ = load_members(cfg.teacher.runs, data=cfg.data.path, device=trainer.device)
-        except PretrainlabError as e:
-            raise type(e)(f"teacher: {e.message}", hint=e.hint) from None
-        vocab = int(trainer.model_cfg.vocab_size)
-        for run, model in zip(runs, models):
-            rows = int(model.output_weight.shape[0])  # type: ignore[union-attr]
-            if rows != vocab:
-                raise ConfigError(
-                    f"teacher: {run} predicts over {rows} tokens but the student's vocabulary is {vocab}",
-                    hint="distil into a student with the teacher's vocabulary (leave model.vocab_size unset)",
-                )
-            longest = int(model.cfg.max_seq_len)  # type: ignore[union-attr]
-            if longest < cfg.data.seq_len:
-                raise ConfigError(
-                    f"teacher: {run} handles sequences of at most {longest} tokens, shorter than "
-                    f"data.seq_len={cfg.data.seq_len}",
-                    hint=f"train the student with data.seq_len <= {longest}",
-                )
-        self.set_teacher(models, cfg.teacher.combine)
+        runs, models = load_teacher(trainer, "distill")
+        self.set_teacher(models, trainer.cfg.teacher.combine)  # type: ignore[union-attr]
         trainer.callbacks.append(DistillMeter(self, [str(r) for r in runs]))
 
     def set_teacher(self, models: list[nn.Module], combine: Combine = "logits") -> None:
@@ -145,6 +119,41 @@ class Distill:
         wait_for_device(logp.device)
         seconds = time.perf_counter() - start
         return logp.clone(), seconds
+
+
+def load_teacher(trainer: Trainer, objective: str) -> tuple[list[Path], list[nn.Module]]:
+    """(run folders, models) of `trainer.cfg.teacher`, loaded on the trainer's device, each checked to predict
+    over the student's vocabulary and to handle `data.seq_len`; ConfigError naming `objective` when the config
+    has no teacher. Shared by the objectives that learn from a teacher (`distill`, `feature_distill`)."""
+    from pretrainlab.eval.members import expand_members, load_members
+
+    cfg = trainer.cfg
+    if cfg.teacher is None:
+        raise ConfigError(
+            f"objective {objective!r} needs a teacher: set teacher=RUN_DIR",
+            hint="teacher=[RUN_A, RUN_B] for an ensemble teacher, or a folder written by `pretrainlab ensemble`",
+        )
+    try:
+        runs = expand_members(cfg.teacher.runs)
+        models, _, _ = load_members(cfg.teacher.runs, data=cfg.data.path, device=trainer.device)
+    except PretrainlabError as e:
+        raise type(e)(f"teacher: {e.message}", hint=e.hint) from None
+    vocab = int(trainer.model_cfg.vocab_size)
+    for run, model in zip(runs, models):
+        rows = int(model.output_weight.shape[0])  # type: ignore[union-attr]
+        if rows != vocab:
+            raise ConfigError(
+                f"teacher: {run} predicts over {rows} tokens but the student's vocabulary is {vocab}",
+                hint="distil into a student with the teacher's vocabulary (leave model.vocab_size unset)",
+            )
+        longest = int(model.cfg.max_seq_len)  # type: ignore[union-attr]
+        if longest < cfg.data.seq_len:
+            raise ConfigError(
+                f"teacher: {run} handles sequences of at most {longest} tokens, shorter than "
+                f"data.seq_len={cfg.data.seq_len}",
+                hint=f"train the student with data.seq_len <= {longest}",
+            )
+    return runs, models
 
 
 def wait_for_device(device: torch.device) -> None:
