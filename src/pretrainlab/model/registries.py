@@ -5,6 +5,8 @@ Factory signatures (what an entry must be):
 - `LINEARS`:    `(in_features: int, out_features: int, bias: bool, options: dict) -> nn.Module`; used for
                 every attention and MLP projection (never the embedding or output head), so a recipe
                 (low-rank, sparse, ...) swaps them all through `model.linear` / `model.linear_options`.
+                An entry may carry `callbacks(options) -> tuple[str, ...]`: callbacks the trainer then adds
+                by itself (`train.callbacks.linear_callbacks`; e.g. `masked` re-zeroes after each step).
 - `MLPS`:       `(cfg: ModelConfig, make_linear: MakeLinear) -> nn.Module` mapping (B, T, d) -> (B, T, d).
 - `ATTENTIONS`: `(cfg: ModelConfig, make_linear: MakeLinear) -> nn.Module` with `forward(x, rope)`.
 
