@@ -25,8 +25,9 @@ Masked entries are exactly zero at every forward pass:
 
 Event timing: an event "at step t" runs in `on_step_start` when t optimiser steps are done, before the
 forward pass of step t + 1; t_s = round(start * steps), t_e = min(round(end * steps), steps - 1) (an
-event after the last step would change no training step), events at t_s, t_s + every, ... and always
-at t_e (N = ceil((t_e - t_s) / every) + 1; the paper's (t_e - t_s) / f + 1 when `every` divides).
+event after the last step would change no training step); N = ceil((t_e - t_s) / every) + 1 events
+evenly spread from t_s to t_e inclusive: t_s, t_s + every, ..., t_e with the paper's N = (t_e - t_s) / f + 1
+when `every` divides t_e - t_s, gaps of at most `every` otherwise.
 
 Logged on every train step: `live_params` (non-embedding parameters minus masked entries: N_t of the
 paper, counted for the forward pass of that step), `density` (live fraction of the prunable weights),
@@ -74,11 +75,15 @@ def default_every(steps: int) -> int:
 
 def pruning_steps(steps: int, start: float, end: float, every: int) -> list[int]:
     """The event times (optimiser steps done, 0 .. steps-1; the event at t runs before training step t+1):
-    t_s, t_s + every, ... below t_e, then t_e. t_s = round(start * steps), t_e = min(round(end * steps),
-    steps - 1)."""
+    N = ceil((t_e - t_s) / every) + 1 events evenly spread from t_s to t_e inclusive (t_s, t_s + every, ...,
+    t_e when `every` divides t_e - t_s, as in the paper), t_s = round(start * steps),
+    t_e = min(round(end * steps), steps - 1)."""
     t_e = min(_round(end * steps), steps - 1)
     t_s = min(_round(start * steps), t_e)
-    return sorted(set(range(t_s, t_e, every)) | {t_e})
+    gaps = -(-(t_e - t_s) // every)
+    if gaps == 0:
+        return [t_s]
+    return [t_s + _round(k * (t_e - t_s) / gaps) for k in range(gaps + 1)]
 
 
 def target_live(k: int, n_events: int, initial: int, final: int) -> int:

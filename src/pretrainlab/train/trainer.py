@@ -24,7 +24,7 @@ import torch
 
 from pretrainlab.config import RunConfig
 from pretrainlab.data.prepared import PreparedData
-from pretrainlab.errors import DataError
+from pretrainlab.errors import ConfigError, DataError
 from pretrainlab.optim import build_optimizer, build_schedule, check_optimizer, check_schedule
 from pretrainlab.train.batch_plan import plan_batches
 from pretrainlab.train.callbacks import Callback, StepInfo, build_callbacks, default_callbacks
@@ -62,7 +62,7 @@ class Trainer:
         check_schedule(cfg.schedule, cfg.train.steps)
         check_optimizer(cfg.optim)
         check_trackers(cfg.trackers)
-        self.callbacks: list[Callback] = build_callbacks(cfg.callbacks, defaults=default_callbacks(cfg))
+        build_callbacks(cfg.callbacks, defaults=default_callbacks(cfg))  # their errors first
         self.objective = build_objective(cfg.objective, cfg.objective_options)
         self.data = PreparedData(cfg.data.path)
         # Continued pretraining: the source fills the model section; a resume with a checkpoint of its own
@@ -74,6 +74,11 @@ class Trainer:
             run_dir = Path(cfg.out_dir) / cfg.name
             cfg, self.init_source = resolve_init_from(cfg, self.data, run_dir=run_dir, resume=resume, warn=self._say)
             self.cfg = cfg
+        elif cfg.init_optimizer:
+            raise ConfigError("init_optimizer=true needs init_from (the run whose optimiser state to load)",
+                              hint="set init_from=RUN_DIR, or remove init_optimizer")
+        # built now: the model section may have been filled from init_from (e.g. model.linear's own callbacks)
+        self.callbacks: list[Callback] = build_callbacks(cfg.callbacks, defaults=default_callbacks(cfg))
         self.model_cfg = resolve_model_config(cfg.model, vocab_size=self.data.vocab_size, seq_len=cfg.data.seq_len)
         self.loader = TokenLoader(
             self.data,
@@ -103,6 +108,8 @@ class Trainer:
         self.wrapped = wrap_model(model, self.ctx)
         self.module = unwrap_model(self.wrapped)
         self.optimizer = build_optimizer(self.module, cfg.optim)
+        if self.init_source is not None:  # init_optimizer: the source's state where names and shapes match
+            self.init_source.load_optimizer_into(self.wrapped, self.optimizer, say=self._say)
         self.lr_multiplier = build_schedule(cfg.schedule, cfg.train.steps)
         self.param_counts = count_parameters(self.module, self.model_cfg)
         self.flops_per_token = float(flops_per_token(self.model_cfg, cfg.data.seq_len))
