@@ -25,7 +25,7 @@ from pretrainlab.config import ModelConfig, OptimConfig
 from pretrainlab.errors import ConfigError
 from pretrainlab.model.decoder import build_model
 from pretrainlab.model.resolve import resolve_model_config
-from pretrainlab.optim import OPTIMIZERS, build_optimizer, register_optimizer
+from pretrainlab.optim import OPTIMIZERS, build_optimizer, check_optimizer, register_optimizer
 from pretrainlab.optim.galore import GaLoreAdamW
 from pretrainlab.optim.state_memory import optimizer_state_breakdown, optimizer_state_bytes
 
@@ -274,6 +274,11 @@ def test_bad_options_name_their_field(name: str, options: dict, field: str) -> N
         build_optimizer(OneMatrix(4, 4), OptimConfig(name=name, options=options))
 
 
+def test_options_are_checked_before_any_model_is_built() -> None:
+    with pytest.raises(ConfigError, match=r"optim\.options\.update_proj_gap"):
+        check_optimizer(OptimConfig(name="fira", options={"update_proj_gap": 0}))
+
+
 def test_names_are_registered() -> None:
     build_optimizer(OneMatrix(4, 4), OptimConfig(name="fira"))
     assert {"adamw", "galore", "fira"} <= set(OPTIMIZERS.names())
@@ -302,6 +307,22 @@ def test_state_dict_round_trip_gives_identical_next_steps(name: str) -> None:
         assert lm_step(model, opt, t) == lm_step(twin, twin_opt, t)
     for p, q in zip(model.parameters(), twin.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_a_first_step_at_lr_zero_only_allocates_the_state() -> None:
+    """torch.distributed.checkpoint initialises an empty optimiser by a zero-gradient step at lr 0 before
+    loading into it: that must not fix a projection from the zero gradient nor count a step."""
+    model = OneMatrix(8, 12)
+    opt = build_optimizer(model, galore_cfg("fira", rank=2, min_dim=1))
+    opt.param_groups[0]["lr"] = 0.0
+    model.w.grad = torch.zeros(8, 12)
+    opt.step()
+    state = opt.state[model.w]
+    assert state["step"].item() == 0 and not state["proj"].any() and state["exp_avg"].shape == (2, 12)
+    opt.param_groups[0]["lr"] = 0.01
+    model.w.grad = torch.randn(8, 12)
+    opt.step()
+    assert state["step"].item() == 1 and torch.allclose(state["proj"].T @ state["proj"], torch.eye(2), atol=1e-5)
 
 
 @pytest.fixture(scope="module")

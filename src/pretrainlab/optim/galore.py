@@ -48,7 +48,7 @@ from torch import Tensor
 from pretrainlab.config import OptimConfig
 from pretrainlab.errors import ConfigError
 from pretrainlab.optim.galore_options import Layout, LowRankOptions, is_projected, layout_of, parse_options
-from pretrainlab.optim.registry import register_optimizer
+from pretrainlab.optim.registry import register_optimizer, register_options_check
 
 _TINY = 1e-8  # guards the norm ratios, as the official Fira code
 
@@ -246,6 +246,10 @@ def build_lowrank(groups: list[dict[str, Any]], cfg: OptimConfig) -> GaLoreAdamW
         limiter_gamma=opts.limiter_gamma,
         scaling=opts.scaling,
     )
+
+
+register_options_check("galore")(parse_options)
+register_options_check("fira")(parse_options)
 
 
 @register_optimizer("galore")

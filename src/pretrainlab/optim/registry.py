@@ -19,11 +19,24 @@ from pretrainlab.registry import Registry
 OptimizerBuilder = Callable[[list[dict[str, Any]], OptimConfig], torch.optim.Optimizer]
 
 OPTIMIZERS: Registry[OptimizerBuilder] = Registry("optimiser")
+OptionsCheck = Callable[[OptimConfig], Any]
+OPTION_CHECKS: dict[str, OptionsCheck] = {}
+"""Optional per-optimiser `optim.options` validators, run by `check_optimizer` before any model is built."""
 
 
 def register_optimizer(name: str) -> Callable[[OptimizerBuilder], OptimizerBuilder]:
     """Decorator: make a builder available as `optim.name=<name>`."""
     return OPTIMIZERS.register(name)
+
+
+def register_options_check(name: str) -> Callable[[OptionsCheck], OptionsCheck]:
+    """Decorator: `fn(cfg)` raises ConfigError for bad `optim.options` of optimiser `name` (checked early)."""
+
+    def add(fn: OptionsCheck) -> OptionsCheck:
+        OPTION_CHECKS[name] = fn
+        return fn
+
+    return add
 
 
 def _load_builtins() -> None:
@@ -32,9 +45,13 @@ def _load_builtins() -> None:
 
 
 def check_optimizer(cfg: OptimConfig) -> OptimizerBuilder:
-    """The builder registered as `cfg.name`; ConfigError naming `optim.name` when there is none."""
+    """The builder registered as `cfg.name`; ConfigError naming `optim.name` when there is none, or
+    `optim.options.<key>` when the optimiser registered an options check that rejects them."""
     _load_builtins()
-    return OPTIMIZERS.get(cfg.name, field="optim.name")
+    builder = OPTIMIZERS.get(cfg.name, field="optim.name")
+    if cfg.name in OPTION_CHECKS:
+        OPTION_CHECKS[cfg.name](cfg)
+    return builder
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
