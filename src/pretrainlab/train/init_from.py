@@ -22,6 +22,21 @@ resumed run whose folder has a checkpoint that verifies (the one `--resume` rest
 section from its own config.yaml and never opens the source, which may be gone by then; any other run,
 including a resume whose checkpoints all fail verification (`--resume` then starts from step 0, with a
 warning), opens the source and starts from its weights.
+
+The parameterisation of the projections (`model.linear`, `model.linear_options`) may differ from the source's:
+a run that names its own is converted on load, projection by projection, through the source's effective
+weights (`model/surgery.py: load_converted`): dense -> `low_rank` by truncated SVD (PELA's first step, Guo et
+al. 2024; the forward equals the rank-r truncation, the dense model's at full rank); `masked` -> dense (SPDF's
+dense fine-tuning, Thangarasa et al. 2023: `weight` is loaded, masked entries start at exactly 0 and train,
+the mask is dropped); `low_rank` or `sparse_low_rank` -> dense (their effective weight) or another rank. A run
+that leaves `model.linear` unset keeps the source's parameterisation (and its options unless it sets them).
+Nothing is converted into `masked` (ConfigError).
+
+`init_optimizer: true` (a run or checkpoint source only) also loads the source's optimiser state (e.g. AdamW's
+moments and step count) for every parameter whose name and shape are the same in both models, as if the
+source run continued; the others (e.g. converted projections) start fresh, as every parameter does by
+default. The optimiser must be the source's (`optim.name`); its hyperparameters (lr, betas, weight decay) and
+the schedule are the run's own.
 """
 
 from __future__ import annotations
@@ -39,8 +54,9 @@ from pretrainlab.errors import CheckpointError, ConfigError, DataError
 
 SHAPE_FIELDS = (
     "n_layers", "d_model", "n_heads", "n_kv_heads", "mlp_hidden", "vocab_size", "tie_embeddings", "bias",
-    "norm", "mlp", "attention", "linear", "linear_options", "qk_norm",
+    "norm", "mlp", "attention", "qk_norm",
 )
+LINEAR_FIELDS = ("linear", "linear_options")  # converted on load when the run names its own
 FILLED_FIELDS = ("rope_theta", "norm_eps")
 PROBE_TEXT = "The quick brown fox jumps over 13 lazy dogs.\n\tdef f(x):\n\t\treturn x  # naïve café, 日本語 ✓"
 
@@ -56,6 +72,8 @@ class InitSource:
     model: ModelConfig
     checkpoint: Path | None = None  # kind run / checkpoint
     run_config: RunConfig | None = None  # kind run / checkpoint
+    init_optimizer: bool = False  # set by `configure` from the run's config
+    loaded: bool = False  # set by `load_into` when the weights were loaded (not a resume of the run's own)
 
     def describe(self) -> str:
         if self.kind == "hf":
@@ -75,7 +93,33 @@ class InitSource:
                 hint=self._tokenizer_hint(),
             )
         self._check_tokenizer(data, warn)
+        if model.linear == "masked" and _linear_of(model) != _linear_of(self.model):
+            raise ConfigError(
+                f"model.linear='masked': init_from does not convert {self.describe()} (model.linear="
+                f"{self.model.linear!r}, options {dict(self.model.linear_options)}) into a masked model: its "
+                "random mask would cut the source's weights at random",
+                hint="leave model.linear unset to continue with the source's own parameterisation, or prune a "
+                "dense run with the gradual_pruning callback",
+            )
+        if cfg.init_optimizer:
+            self._check_init_optimizer(cfg)
+        self.init_optimizer = cfg.init_optimizer
         return cfg.model_copy(update={"model": model})
+
+    def _check_init_optimizer(self, cfg: RunConfig) -> None:
+        if self.kind == "hf":
+            raise ConfigError(
+                f"init_optimizer=true: {self.describe()} holds no optimiser state",
+                hint="set init_optimizer=false (the default) or start from a pretrainlab run or checkpoint",
+            )
+        assert self.run_config is not None
+        theirs = self.run_config.optim.name
+        if theirs != cfg.optim.name:
+            raise ConfigError(
+                f"init_optimizer=true: optim.name={cfg.optim.name!r} but {self.describe()} was trained with "
+                f"optim.name={theirs!r}, whose state this optimiser cannot take",
+                hint=f"set optim.name={theirs} or init_optimizer=false",
+            )
 
     def _tokenizer_hint(self) -> str:
         if self.kind == "hf":
@@ -139,12 +183,31 @@ class InitSource:
         restore picks) nothing is loaded here; a run whose checkpoints all fail verification starts from
         the source, as it would with none.
         """
-        import torch
-
         from pretrainlab.train.checkpoint import find_latest_checkpoint
 
         if run_dir is not None and find_latest_checkpoint(run_dir, warn=_quiet) is not None:
             return False
+        target = getattr(model, "cfg", None)
+        if isinstance(target, ModelConfig) and _linear_of(target) != _linear_of(self.model):
+            from pretrainlab.model.surgery import load_converted
+
+            report = load_converted(self.tensors(), model, source_linear=self.model.linear,
+                                    source_options=self.model.linear_options, bias=self.model.bias,
+                                    describe=self.describe())
+            how = (f"; model.linear {self.model.linear!r} -> {target.linear!r}: {report.describe()}")
+        else:
+            self._copy_into(model)
+            how = ""
+        self.loaded = True
+        optimiser = ("optimiser state where names and shapes match" if self.init_optimizer
+                     else "fresh optimiser")
+        say(f"init_from: weights from {self.describe()}{how} ({optimiser}, fresh schedule)")
+        return True
+
+    def _copy_into(self, model: nn.Module) -> None:
+        """Tensor by tensor into a model of the source's own parameterisation."""
+        import torch
+
         expected = model.state_dict()  # views of the parameters: copying into them loads the model
         seen: set[str] = set()
         extra: list[str] = []
@@ -171,12 +234,74 @@ class InitSource:
             raise CheckpointError(f"{self.describe()} has no tensor {missing[0]!r}"
                                   + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
                                   hint="the source does not hold a complete pretrainlab decoder")
-        say(f"init_from: weights from {self.describe()} (fresh optimiser and schedule)")
-        return True
+
+    # -- the optimiser ---------------------------------------------------------------------
+
+    def load_optimizer_into(self, model: nn.Module, optimizer: Any, *, say: Say = print) -> list[str]:
+        """With `init_optimizer`, after `load_into` loaded the weights: load the source's optimiser state for
+        every parameter whose name and shape the source shares (`model` may be DDP/FSDP-wrapped; every rank
+        calls this); the others keep a fresh state. Returns the names loaded ([] when nothing is to do)."""
+        if not (self.init_optimizer and self.loaded):
+            return []
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_optimizer_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        from pretrainlab.objectives.base import unwrap
+
+        assert self.checkpoint is not None
+        source = _checkpoint_optimizer_state(self.checkpoint)
+        shapes = _checkpoint_shapes(self.checkpoint)
+        plain = unwrap(model)
+        params = dict(plain.named_parameters())
+        ours = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True))
+        names = [n for group in ours["param_groups"] for n in group["params"]]
+        matched = [n for n in names if n in source and n in params and shapes.get(n) == tuple(params[n].shape)]
+        if matched:
+            partial = {"state": {n: source[n] for n in matched}, "param_groups": ours["param_groups"]}
+            set_optimizer_state_dict(model, optimizer, partial,
+                                     options=StateDictOptions(full_state_dict=True, strict=False))
+            keep = {id(params[n]) for n in matched}
+            for p in list(optimizer.state):  # the loader initialised every state: unmatched ones start fresh
+                if id(p) not in keep:
+                    del optimizer.state[p]
+        fresh = len(names) - len(matched)
+        say(f"init_from: optimiser state of {len(matched)} of {len(names)} parameters from {self.describe()}"
+            + (f"; {fresh} start fresh (not in the source, or of another shape)" if fresh else ""))
+        return matched
 
 
 def _quiet(_: str) -> None:
     pass
+
+
+def _linear_of(model: ModelConfig) -> tuple[str, dict[str, Any]]:
+    return model.linear, dict(model.linear_options)
+
+
+def _checkpoint_optimizer_state(ckpt: Path) -> dict[str, Any]:
+    """The per-parameter optimiser state of a checkpoint (keyed by parameter name), verified first."""
+    from pretrainlab.train.checkpoint import STATE_FILE, _load_state_file, verify_checkpoint
+
+    verify_checkpoint(ckpt)
+    state = _load_state_file(ckpt / STATE_FILE)
+    optim = state.get("optimizer")
+    if not isinstance(optim, dict) or not isinstance(optim.get("state"), dict):
+        raise CheckpointError(f"{ckpt / STATE_FILE} holds no optimiser state",
+                              hint="set init_optimizer=false, or use a checkpoint written by pretrainlab train")
+    return optim["state"]
+
+
+def _checkpoint_shapes(ckpt: Path) -> dict[str, tuple[int, ...]]:
+    """Each model tensor's shape, from the safetensors header (no tensor is read)."""
+    from safetensors import safe_open
+
+    from pretrainlab.train.checkpoint import MODEL_FILE
+
+    with safe_open(str(ckpt / MODEL_FILE), framework="pt") as f:
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
 
 
 def _checkpoint_tensors(ckpt: Path) -> Iterator[tuple[str, Tensor]]:
@@ -272,7 +397,9 @@ def fill_model_config(run: ModelConfig, src: ModelConfig, *, data_vocab: int, se
 
     Fields the run sets explicitly (pydantic's `model_fields_set`, values other than None) are kept; a shape
     field (SHAPE_FIELDS, or a size its `preset` implies) that differs from the source's is a ConfigError
-    naming it. `source` names the source in messages.
+    naming it. `model.linear` and `model.linear_options` may differ (the weights are converted on load); a
+    run that names no other `linear` takes the source's, with its options unless it sets them. `source`
+    names the source in messages.
     """
     from pretrainlab.model import resolve_model_config
     from pretrainlab.model.resolve import SIZE_FIELDS
@@ -291,6 +418,10 @@ def fill_model_config(run: ModelConfig, src: ModelConfig, *, data_vocab: int, se
                 + " from the config (init_from fills the model from the source), or start from a model of this shape",
             )
     update: dict[str, Any] = {f: getattr(src, f) for f in SHAPE_FIELDS + FILLED_FIELDS if f not in explicit}
+    # the parameterisation: the run's own when it names another (converted on load), else the source's,
+    # with the source's options unless the run sets them
+    if explicit.get("linear", src.linear) == src.linear:
+        update.update({f: getattr(src, f) for f in LINEAR_FIELDS if f not in explicit})
     update["preset"] = None
     if "max_seq_len" not in explicit:
         update["max_seq_len"] = max(int(src.max_seq_len or 0), seq_len)

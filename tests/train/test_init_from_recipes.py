@@ -1,0 +1,190 @@
+"""init_from across parameterisations (issue 6): a dense run converted into a low-rank run by truncated SVD
+(PELA) starts at the dense loss at full rank; a masked run's weights load into a dense run with the mask
+dropped (SPDF: masked entries start at exactly 0 and train); `init_optimizer` continues the source's AdamW
+moments where names and shapes match, or they start fresh."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import make_prepared, markov_docs, tiny_run_config, train_run
+from pretrainlab.config import ModelConfig
+from pretrainlab.errors import ConfigError
+from pretrainlab.eval.evaluate import evaluate
+from pretrainlab.eval.load import load_run
+from pretrainlab.model.surgery import projections
+from pretrainlab.train.callbacks import Callback
+from pretrainlab.train.checkpoint import find_latest_checkpoint, load_checkpoint
+from pretrainlab.train.trainer import Trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+MODEL = {"n_layers": 2, "d_model": 32, "n_heads": 2}
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("init_recipes")
+    rng = np.random.default_rng(0)
+    data = make_prepared(root / "prepared", train={"a": markov_docs(rng, 40)}, val={"a": markov_docs(rng, 4)})
+    common = {"train": {"steps": 6}, "optim": {"lr": 1e-2}, "eval": {"every": None}}
+    dense = train_run(tiny_run_config(root / "runs", data, name="dense", model=MODEL, **common))
+    masked = train_run(tiny_run_config(root / "runs", data, name="masked", **common,
+                                       model={**MODEL, "linear": "masked", "linear_options": {"sparsity": 0.75}}))
+    return {"root": root, "data": data, "dense": dense, "masked": masked}
+
+
+def _cfg(tmp: Path, sources, init_from: str, name: str, model: dict | None = None, **sections):
+    cfg = tiny_run_config(tmp, sources["data"], name=name, **sections)
+    return cfg.model_copy(update={"model": ModelConfig.model_validate(model or {}),
+                                  "init_from": str(sources[init_from])})
+
+
+def _val_loss(model: torch.nn.Module, data: Path) -> float:
+    from pretrainlab.data.prepared import PreparedData
+
+    return evaluate(model, PreparedData(data), seq_len=32, max_tokens_per_domain=512, batch_size=8,
+                    device=torch.device("cpu"), autocast_dtype=None)["val_loss"]
+
+
+# ---------------------------------------------------------------------- PELA: dense -> low rank
+
+
+def test_svd_init_at_full_rank_starts_at_the_dense_loss(sources, tmp_path, capsys):
+    dense_loss = _val_loss(load_run(sources["dense"])[0], sources["data"])
+    full = Trainer(_cfg(tmp_path, sources, "dense", "full",
+                        model={"linear": "low_rank", "linear_options": {"rank_fraction": 1.0, "alpha": 4}}))
+    out = capsys.readouterr().out
+    assert "model.linear 'dense' -> 'low_rank': 8 projections converted" in out
+    assert full.model_cfg.linear == "low_rank" and full.model_cfg.d_model == 32  # the shape from the source
+    full_loss = _val_loss(full.module, sources["data"])
+    cut = Trainer(_cfg(tmp_path, sources, "dense", "cut", model={"linear": "low_rank",
+                                                                 "linear_options": {"rank": 4}}))
+    cut_loss = _val_loss(cut.module, sources["data"])
+    print(f"val_loss dense {dense_loss:.6f}, SVD full rank {full_loss:.6f}, rank 4 {cut_loss:.6f}")
+    assert abs(full_loss - dense_loss) < 1e-5
+    assert abs(cut_loss - dense_loss) > 1e-4  # rank 4 of 32 computes something else (6 steps: not yet worse)
+    cut.fit()  # and the converted run trains; config.yaml records the target's parameterisation
+    _, saved, *_ = load_run(tmp_path / "cut")
+    assert saved.model.linear == "low_rank" and saved.model.linear_options == {"rank": 4}
+
+
+# ---------------------------------------------------------------------- SPDF: masked -> dense
+
+
+def test_spdf_mask_dropped_masked_entries_start_at_zero_and_train(sources, tmp_path):
+    ckpt = find_latest_checkpoint(sources["masked"])
+    state, _ = load_checkpoint(ckpt)
+    trainer = Trainer(_cfg(tmp_path, sources, "masked", "spdf", model={"linear": "dense"}, train={"steps": 3}))
+    assert "masked_linear" not in [cb.name for cb in trainer.callbacks]
+    assert not any(k.endswith(".mask") for k in trainer.module.state_dict())
+    masks = {p: state[f"{p}.mask"] for p in projections(trainer.module)}
+    for prefix, m in projections(trainer.module).items():
+        assert type(m) is torch.nn.Linear
+        assert torch.equal(m.weight[masks[prefix]], state[f"{prefix}.weight"][masks[prefix]])
+        assert torch.count_nonzero(m.weight[~masks[prefix]]) == 0  # exactly 0 at the start
+    assert _val_loss(trainer.module, sources["data"]) == pytest.approx(
+        _val_loss(load_run(sources["masked"])[0], sources["data"]), abs=1e-5)
+    trainer.fit()
+    for prefix, m in projections(trainer.module).items():
+        revived = float((m.weight[~masks[prefix]] != 0).float().mean())
+        assert revived > 0.99, prefix  # the dropped mask's entries train
+
+
+def test_masked_source_continues_masked_unless_told(sources, tmp_path):
+    trainer = Trainer(_cfg(tmp_path, sources, "masked", "still_masked", train={"steps": 2}))
+    assert trainer.model_cfg.linear == "masked" and trainer.model_cfg.linear_options == {"sparsity": 0.75}
+    assert "masked_linear" in [cb.name for cb in trainer.callbacks]  # the filled linear's own callback
+    state, _ = load_checkpoint(find_latest_checkpoint(sources["masked"]))
+    assert all(torch.equal(trainer.module.state_dict()[k], v) for k, v in state.items())
+
+
+def test_conversion_into_masked_is_refused_before_the_run_folder(sources, tmp_path):
+    cfg = _cfg(tmp_path, sources, "dense", "to_masked", model={"linear": "masked"})
+    with pytest.raises(ConfigError, match=r"model\.linear='masked': init_from does not convert"):
+        Trainer(cfg)
+    assert not (tmp_path / "to_masked").exists()
+
+
+# ---------------------------------------------------------------------- init_optimizer: keep vs reset
+
+
+class _Grads(Callback):
+    name = "test_grads"
+
+    def on_before_optimizer_step(self, trainer, info):
+        self.lr = info.lr
+        self.grads = {n: p.grad.detach().clone() for n, p in trainer.module.named_parameters()}
+        return True
+
+
+def _first_update(trainer: Trainer) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], _Grads]:
+    before = {n: p.detach().clone() for n, p in trainer.module.named_parameters()}
+    spy = _Grads()
+    trainer.callbacks.append(spy)
+    trainer.fit()
+    after = {n: p.detach().clone() for n, p in trainer.module.named_parameters()}
+    return before, after, spy
+
+
+def _adamw_reference(trainer: Trainer, before, spy: _Grads, state: dict[str, dict] | None) -> dict[str, torch.Tensor]:
+    """One step of a fresh torch AdamW with the trainer's groups, from `state` (per name) or from scratch."""
+    names = {id(p): n for n, p in trainer.module.named_parameters()}
+    clones = {n: torch.nn.Parameter(t.clone()) for n, t in before.items()}
+    groups = [{**{k: v for k, v in g.items() if k != "params"}, "lr": spy.lr,
+               "params": [clones[names[id(p)]] for p in g["params"]]} for g in trainer.optimizer.param_groups]
+    ref = torch.optim.AdamW(groups)
+    for n, p in clones.items():
+        p.grad = spy.grads[n]
+        if state is not None and n in state:
+            ref.state[p] = {k: v.clone() for k, v in state[n].items()}
+    ref.step()
+    return {n: p.detach() for n, p in clones.items()}
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_init_optimizer_continues_the_source_moments_or_resets_them(sources, tmp_path, keep, capsys):
+    _, ckpt_state = load_checkpoint(find_latest_checkpoint(sources["dense"]))
+    source_state = ckpt_state["optimizer"]["state"]
+    trainer = Trainer(_cfg(tmp_path, sources, "dense", f"keep_{keep}", init_optimizer=keep,
+                           train={"steps": 1}, optim={"lr": 1e-2}, schedule={"name": "constant", "warmup_steps": 0}))
+    if keep:
+        assert "optimiser state of 14 of 14 parameters" in capsys.readouterr().out
+        for n, p in trainer.module.named_parameters():
+            got = trainer.optimizer.state[p]
+            assert all(torch.equal(got[k].cpu(), source_state[n][k]) for k in ("exp_avg", "exp_avg_sq", "step"))
+            assert float(got["step"]) == 6.0
+    else:
+        assert not trainer.optimizer.state
+    before, after, spy = _first_update(trainer)
+    continued = _adamw_reference(trainer, before, spy, source_state)
+    fresh = _adamw_reference(trainer, before, spy, None)
+    expected, other = (continued, fresh) if keep else (fresh, continued)
+    for n in after:
+        assert torch.allclose(after[n], expected[n], rtol=0, atol=1e-7), n
+    assert max(float((after[n] - other[n]).abs().max()) for n in after) > 1e-4
+
+
+def test_init_optimizer_into_a_converted_model_keeps_only_what_matches(sources, tmp_path, capsys):
+    trainer = Trainer(_cfg(tmp_path, sources, "dense", "lr_opt", init_optimizer=True,
+                           model={"linear": "low_rank", "linear_options": {"rank": 8}}))
+    out = capsys.readouterr().out
+    # 2 blocks x 2 norms, the final norm and the tied embedding keep their moments; the 2 x 4 converted
+    # projections (A and B each) start fresh
+    assert "optimiser state of 6 of 22 parameters" in out and "16 start fresh" in out
+    with_state = {n for n, p in trainer.module.named_parameters() if p in trainer.optimizer.state}
+    assert with_state == {"embed.weight", "norm.weight"} | {f"blocks.{i}.{k}_norm.weight" for i in (0, 1)
+                                                            for k in ("attn", "mlp")}
+
+
+def test_init_optimizer_errors_name_the_field(sources, tmp_path):
+    with pytest.raises(ConfigError, match=r"init_optimizer=true needs init_from"):
+        Trainer(tiny_run_config(tmp_path, sources["data"], name="none", init_optimizer=True))
+    with pytest.raises(ConfigError, match=r"init_optimizer=true: optim\.name='galore' but .* optim\.name='adamw'"):
+        Trainer(_cfg(tmp_path, sources, "dense", "other_opt", init_optimizer=True,
+                     optim={"name": "galore", "options": {"rank": 4}}))
+    assert not (tmp_path / "other_opt").exists()
