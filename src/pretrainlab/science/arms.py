@@ -9,6 +9,11 @@ arms), so adding an arm or a seed later reuses every run already done.
 
 Each arm comes back as an `ArmResult`: its run folders and each run's metrics.jsonl end line (val_loss,
 params_non_embedding, avg_params, wall_s, ...), in seed order.
+
+Also here, for the replications built on arms: `budget_data` (the fixed token budget from `--data` or the
+built-in stdlib corpus, as the infinite-compute replication cuts it), `tune_lr` (a per-arm learning-rate
+grid on its own seed), `non_embedding_params` (a config's count without building it) and
+`plot_train_curves` (training loss against step, mean over seeds, one line per arm).
 """
 
 from __future__ import annotations
@@ -116,6 +121,122 @@ def run_arms(
     return results
 
 
+def tune_lr(
+    ctx: ReplicationContext,
+    name: str,
+    base: dict[str, Any],
+    arms: dict[str, dict[str, Any]],
+    lrs: Sequence[float],
+    seed: int,
+    *,
+    quiet: bool = False,
+) -> tuple[dict[str, float], dict[str, dict[float, float]]]:
+    """Each arm's learning rate: the lowest final val_loss over `lrs` on seed `seed` (one sweep `name`).
+
+    Returns (chosen lr per arm, {arm: {lr: val_loss}}). A diverged run (non-finite loss, or a run stopped by
+    the stability callback) never wins; an arm whose every lr diverged is a PretrainlabError. Compare the
+    arms on other seeds than `seed`: the grid's best runs were picked on the same validation data.
+    """
+    lrs = [float(v) for v in lrs]
+    if len(lrs) == 1:  # nothing to choose
+        return {arm: lrs[0] for arm in arms}, {arm: {} for arm in arms}
+    grid = {f"{arm}@{lr:g}": {**o, "optim.lr": lr} for arm, o in arms.items() for lr in lrs}
+    res = run_arms(ctx, name, base, grid, [seed], allow_failed=True, quiet=quiet)
+    losses = {arm: {lr: res[f"{arm}@{lr:g}"].values("val_loss")[0] for lr in lrs} for arm in arms}
+    chosen: dict[str, float] = {}
+    for arm, by_lr in losses.items():
+        finite = {lr: v for lr, v in by_lr.items() if math.isfinite(v)}
+        if not finite:
+            raise PretrainlabError(f"{name}: every learning rate of arm {arm!r} diverged or failed ({lrs})",
+                                   hint=f"see the logs in {Path(ctx.out) / 'sweeps' / name / 'logs'}")
+        chosen[arm] = min(finite, key=lambda lr: (finite[lr], lr))
+    return chosen, losses
+
+
+def non_embedding_params(model: dict[str, Any], *, vocab_size: int = 258, seq_len: int = 128) -> int:
+    """The non-embedding parameter count of a `model` config tree (as runs log `params_non_embedding`),
+    from a model built on the meta device: nothing is allocated."""
+    import torch
+
+    from pretrainlab.config import ModelConfig, validate
+    from pretrainlab.model.decoder import build_model
+    from pretrainlab.model.flops import count_parameters
+    from pretrainlab.model.resolve import resolve_model_config
+
+    cfg = resolve_model_config(validate(ModelConfig, model, source="model"), vocab_size=vocab_size, seq_len=seq_len)
+    with torch.device("meta"):
+        built = build_model(cfg)
+    return count_parameters(built, cfg)["params_non_embedding"]
+
+
+def budget_data(ctx: ReplicationContext, train_tokens: int, val_tokens: int) -> Path:
+    """A prepared folder with `train_tokens` training and up to `val_tokens` validation tokens per domain, cut
+    from `ctx.data` (`--data`) or else the built-in corpus (the Python standard library's source as bytes,
+    prepared once into `ctx.out / "data"`); reused when it already holds this cut."""
+    from pretrainlab.data.subset import write_token_budget
+
+    source = ctx.data if ctx.data is not None else _stdlib_bytes(Path(ctx.out) / "data" / "stdlib-bytes")
+    cut = write_token_budget(source, Path(ctx.out) / "data" / f"budget-{train_tokens}-{val_tokens}",
+                             train_tokens=train_tokens, val_tokens=val_tokens, seed=0)
+    return cut.path
+
+
+def _stdlib_bytes(path: Path) -> Path:
+    from pretrainlab.config import PrepareConfig, validate
+    from pretrainlab.data.prepare import prepare
+
+    if (path / "manifest.json").is_file():
+        return path
+    cfg = validate(PrepareConfig, {
+        "sources": [{"type": "stdlib", "domain": "code"}],
+        "tokenizer": {"kind": "bytes"},
+        "validation": {"fraction": 0.05},
+        "output": str(path),
+    }, source="replication data")
+    return Path(prepare(cfg, progress=False))
+
+
+def train_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, training loss) of a run's logged train lines."""
+    from pretrainlab.train.metrics import read_metrics
+
+    out = []
+    for r in read_metrics(Path(run_dir) / "metrics.jsonl"):
+        if isinstance(r, dict) and "event" not in r and "lr" in r and isinstance(r.get("loss"), (int, float)):
+            out.append((int(r["step"]), float(r["loss"])))
+    return out
+
+
+def plot_train_curves(arms: dict[str, ArmResult], path: Path, title: str = "") -> Path:
+    """Training loss against step, the mean over each arm's seeds (steps every seed logged), one line per
+    arm, with its final val_loss (mean) in the legend; written as a PNG at `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, arm in arms.items():
+        curves = [dict(train_curve(r)) for r in arm.runs]
+        steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+        if not steps:
+            continue
+        ys = [sum(c[s] for c in curves) / len(curves) for s in steps]
+        vals = [v for v in arm.values("val_loss") if math.isfinite(v)]
+        label = f"{name} (val {sum(vals) / len(vals):.3f})" if vals else name
+        ax.plot(steps, ys, label=label, lw=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (nats/token), mean over seeds")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _same(ours: dict[str, Any], theirs: dict[str, Any]) -> bool:
     """Whether a point's overrides (the arm's plus `seed`) are exactly the arm's."""
     rest = {k: v for k, v in theirs.items() if k != "seed"}
@@ -129,4 +250,5 @@ def _end_line(run_dir: Path) -> dict[str, Any] | None:
     return ends[-1] if ends else None
 
 
-__all__ = ["ArmResult", "run_arms"]
+__all__ = ["ArmResult", "budget_data", "non_embedding_params", "plot_train_curves", "run_arms", "train_curve",
+           "tune_lr"]

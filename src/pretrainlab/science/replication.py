@@ -82,6 +82,7 @@ def register_replication(replication: Replication) -> Replication:
 def load_builtin_replications() -> None:
     """Import the recipe modules that register replications."""
     from pretrainlab.recipes import infinite_compute  # noqa: F401
+    from pretrainlab.recipes import low_rank_tricks_replication, sltrain_replication  # noqa: F401
     from pretrainlab.recipes import journey_replication, spdf_replication  # noqa: F401
 
 
