@@ -101,6 +101,14 @@ def test_fsdp_is_refused_clearly(tmp_path: Path, data: Path) -> None:
         trainer.fit()
 
 
+def test_a_model_without_prunable_weights_is_refused(tmp_path: Path, data: Path) -> None:
+    pytest.importorskip("pretrainlab.model.low_rank")
+    cfg = pruned_config(tmp_path, data, steps=4, model={"n_layers": 2, "d_model": 32, "n_heads": 2,
+                                                         "linear": "low_rank", "linear_options": {"rank": 4}})
+    with pytest.raises(ConfigError, match="no prunable weights with model.linear='low_rank'"):
+        Trainer(cfg).fit()
+
+
 # ---------------------------------------------------------------------------------------------- mechanism
 
 

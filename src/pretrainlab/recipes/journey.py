@@ -168,7 +168,8 @@ class GradualPruning(Callback):
         self.events: list[int] = []
         self.names: list[str] = []
         self.weights: list[nn.Parameter] = []
-        self.masks: list[torch.Tensor] = []
+        self.masks: list[torch.Tensor] = []  # True = live
+        self.dead: list[torch.Tensor] = []  # ~masks, kept so the per-step work allocates nothing
         self.own_masks: list[torch.Tensor | None] = []
         self.n_prunable = 0
         self.live = 0  # live prunable entries now
@@ -217,7 +218,7 @@ class GradualPruning(Callback):
         def hook(grad: torch.Tensor) -> torch.Tensor | None:
             if not self.pruned:
                 return None
-            return grad.masked_fill(~self.masks[i], 0.0)
+            return grad.masked_fill(self.dead[i], 0.0)
 
         return hook
 
@@ -271,11 +272,17 @@ class GradualPruning(Callback):
             mask &= ~drop
 
     def _apply_masks(self) -> None:
-        with torch.no_grad():
-            for w, m, own in zip(self.weights, self.masks, self.own_masks):
-                w.masked_fill_(~m, 0.0)
-                if own is not None:
-                    own &= m
+        """After the masks changed: their complements (used every step), zero weights, narrow MaskedLinear masks."""
+        self.dead = [~m for m in self.masks]
+        self._zero_weights()
+        for m, own in zip(self.masks, self.own_masks):
+            if own is not None:
+                own &= m
+
+    @torch.no_grad()
+    def _zero_weights(self) -> None:
+        for w, dead in zip(self.weights, self.dead):
+            w.masked_fill_(dead, 0.0)
 
     def _zero_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
         for w, m in zip(self.weights, self.masks):
@@ -301,14 +308,14 @@ class GradualPruning(Callback):
 
     def on_before_optimizer_step(self, trainer: Trainer, info: StepInfo) -> bool:
         if self.pruned:
-            for w, m in zip(self.weights, self.masks):
+            for w, dead in zip(self.weights, self.dead):
                 if w.grad is not None:
-                    w.grad.masked_fill_(~m, 0.0)
+                    w.grad.masked_fill_(dead, 0.0)
         return True
 
     def on_step_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         if self.pruned:
-            self._apply_masks()
+            self._zero_weights()
         pruned = self.n_prunable - self.live
         live_params = self.base_params - pruned
         self.live_sum += live_params
