@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pretrainlab.errors import ConfigError
-from pretrainlab.science.arms import ArmResult, run_arms
+from pretrainlab.errors import ConfigError, PretrainlabError
+from pretrainlab.science.arms import ArmResult, pick_lrs, plot_train_curves, run_arms
 from pretrainlab.science.replication import ReplicationContext
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -47,6 +47,7 @@ def test_run_arms_runs_each_arm_per_seed_and_resumes(tiny_prepared: Path, tmp_pa
     again = run_arms(ctx, "demo", _base(tiny_prepared), arms, seeds=[3, 4], quiet=True)
     assert {p: p.stat().st_mtime_ns for p in metrics} == before  # nothing retrained
     assert again["wide"].values("val_loss") == res["wide"].values("val_loss")
+    assert plot_train_curves(again, tmp_path / "curves.png").stat().st_size > 1000
 
 
 def test_run_arms_refuses_twin_arms_and_no_seeds(tmp_path: Path) -> None:
@@ -55,3 +56,10 @@ def test_run_arms_refuses_twin_arms_and_no_seeds(tmp_path: Path) -> None:
         run_arms(ctx, "x", {}, {"a": {"optim.lr": 1e-3}, "b": {"optim.lr": 1e-3}}, seeds=[0])
     with pytest.raises(ConfigError, match="no seeds"):
         run_arms(ctx, "x", {}, {"a": {}}, seeds=[])
+
+
+def test_pick_lrs_takes_the_lowest_finite_loss() -> None:
+    losses = {"a": {1e-3: 3.2, 3e-3: 3.1, 1e-2: math.nan}, "b": {1e-3: 3.0, 3e-3: 3.0, 1e-2: 3.05}}
+    assert pick_lrs(losses) == {"a": 3e-3, "b": 1e-3}  # a diverged run never wins; ties go to the smaller lr
+    with pytest.raises(PretrainlabError, match="every learning rate of arm 'c'"):
+        pick_lrs({"c": {1e-2: math.nan, 3e-2: math.inf}}, where="grid")

@@ -143,14 +143,21 @@ def tune_lr(
     grid = {f"{arm}@{lr:g}": {**o, "optim.lr": lr} for arm, o in arms.items() for lr in lrs}
     res = run_arms(ctx, name, base, grid, [seed], allow_failed=True, quiet=quiet)
     losses = {arm: {lr: res[f"{arm}@{lr:g}"].values("val_loss")[0] for lr in lrs} for arm in arms}
+    return pick_lrs(losses, where=f"{name} (logs in {Path(ctx.out) / 'sweeps' / name / 'logs'})"), losses
+
+
+def pick_lrs(losses: dict[str, dict[float, float]], where: str = "lr grid") -> dict[str, float]:
+    """Per arm, the lr of the lowest finite loss (ties: the smaller lr); PretrainlabError naming `where` for
+    an arm with no finite loss (every lr diverged or failed)."""
     chosen: dict[str, float] = {}
     for arm, by_lr in losses.items():
         finite = {lr: v for lr, v in by_lr.items() if math.isfinite(v)}
         if not finite:
-            raise PretrainlabError(f"{name}: every learning rate of arm {arm!r} diverged or failed ({lrs})",
-                                   hint=f"see the logs in {Path(ctx.out) / 'sweeps' / name / 'logs'}")
+            raise PretrainlabError(f"{where}: every learning rate of arm {arm!r} diverged or failed "
+                                   f"({', '.join(f'{lr:g}' for lr in by_lr)})",
+                                   hint="lower the grid's learning rates or lengthen the warm-up")
         chosen[arm] = min(finite, key=lambda lr: (finite[lr], lr))
-    return chosen, losses
+    return chosen
 
 
 def non_embedding_params(model: dict[str, Any], *, vocab_size: int = 258, seq_len: int = 128) -> int:
@@ -250,5 +257,5 @@ def _end_line(run_dir: Path) -> dict[str, Any] | None:
     return ends[-1] if ends else None
 
 
-__all__ = ["ArmResult", "budget_data", "non_embedding_params", "plot_train_curves", "run_arms", "train_curve",
-           "tune_lr"]
+__all__ = ["ArmResult", "budget_data", "non_embedding_params", "plot_train_curves", "pick_lrs", "run_arms",
+           "train_curve", "tune_lr"]
