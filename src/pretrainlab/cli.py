@@ -135,6 +135,7 @@ _SCIENCE_COMMANDS = (
     "pretrainlab.science.synthesize_cli",
     "pretrainlab.science.report_cli",
     "pretrainlab.science.replicate_cli",
+    "pretrainlab.science.memory_cli",
     "pretrainlab.eval.lm_eval_cli",
 )
 

@@ -24,6 +24,11 @@ from pretrainlab.science.report_doc import Block, Heading, Notice, Para, PlotTar
 _TRAIN_KEYS = {"step", "tokens", "loss", "lr", "tokens_per_s", "mfu", "grad_norm", "skipped"}
 _CONFIG_SECTIONS = ("model", "optim", "schedule", "data", "train", "eval")
 _TOP_CONFIG = ("objective", "objective_options", "teacher", "seed", "device", "parallel", "callbacks")
+MASKED_FLOPS_NOTE = (
+    "This run uses model.linear=masked: its FLOPs per token count only the live (unmasked) weights and are "
+    "theoretical. The masked weights are stored and multiplied densely, so masked dense matmuls save no time "
+    "on CPU (nor memory: parameters, gradients and optimiser state are dense-sized; see docs/memory.md)."
+)
 _ENV_KEYS = ("python", "torch", "pretrainlab", "device", "device_name", "precision", "threads", "world_size",
              "cpu_count", "cuda", "cpu_capability", "git_commit", "platform", "hostname")
 
@@ -287,6 +292,8 @@ def run_section(run: RunData, target: PlotTarget, *, level: int = 2) -> list[Blo
     for problem in run.problems:
         blocks.append(Notice(problem))
     blocks.append(Table(["quantity", "value"], summary_rows(run)))
+    if (run.config.get("model") or {}).get("linear") == "masked":
+        blocks.append(Para(MASKED_FLOPS_NOTE))
     doms = domains(run)
     if doms:
         rows = [[d, *(fmt(_final(run, f"{m}/{d}")) for m in ("val_loss", "val_bpb", "val_tokens"))] for d in doms]

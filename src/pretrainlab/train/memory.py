@@ -133,6 +133,13 @@ def compute_bytes(dtype: torch.dtype | None) -> int:
     return FP32 if dtype is None else torch.empty((), dtype=dtype, device="meta").element_size()
 
 
+def norm_bytes_per_token(cfg: ModelConfig) -> int:
+    """What one norm keeps per token: RMSNorm 4 (2d + 1) (input, normalised x, 1/rms), LayerNorm 4 (d + 2)
+    (input, mean, 1/std); fp32 in every precision mode (the residual stream is fp32)."""
+    assert cfg.d_model
+    return FP32 * (cfg.d_model + 2) if cfg.norm == "layernorm" else FP32 * (2 * cfg.d_model + 1)
+
+
 def block_activation_bytes_per_token(cfg: ModelConfig, c: int) -> tuple[float, list[str]]:
     """Bytes one pre-norm block keeps for backward per token, the projections' own extras excluded
     (inputs of the projections included), and notes on what is not modelled.
@@ -151,12 +158,9 @@ def block_activation_bytes_per_token(cfg: ModelConfig, c: int) -> tuple[float, l
     d, H, KV, h = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.mlp_hidden
     D = d // H
     notes: list[str] = []
-    if cfg.norm == "layernorm":
-        norm = FP32 * (d + 2)
-    else:
-        norm = FP32 * (2 * d + 1)
-        if cfg.norm != "rmsnorm":
-            notes.append(f"model.norm={cfg.norm}: activations counted as for rmsnorm")
+    norm = norm_bytes_per_token(cfg)
+    if cfg.norm not in ("rmsnorm", "layernorm"):
+        notes.append(f"model.norm={cfg.norm}: activations counted as for rmsnorm")
     attn = c * d + c * (H + 2 * KV) * D + c * (H + KV) * D + FP32 * H + c * d
     if cfg.attention != "sdpa":
         notes.append(f"model.attention={cfg.attention}: activations counted as for sdpa (flash, no T x T)")
@@ -198,10 +202,10 @@ def _in_features(module: nn.Module) -> int:
 
 
 def _trace_saved(module: nn.Module, n_tokens: int) -> tuple[int, int]:
-    """(bytes autograd keeps beyond the input and the module's own tensors, elements of >=2-D parameters
+    """(bytes autograd keeps beyond the input and the module's own tensors, elements of the parameters
     it keeps) for one forward of `n_tokens` rows, fp32, on the meta device (shapes only)."""
     own = {t.untyped_storage()._cdata for t in list(module.parameters()) + list(module.buffers())}
-    matrices = {p.untyped_storage()._cdata: p.numel() for p in module.parameters() if p.dim() >= 2}
+    matrices = {p.untyped_storage()._cdata: p.numel() for p in module.parameters()}
     x = torch.empty(n_tokens, _in_features(module), device="meta", requires_grad=True)
     skip = own | {x.untyped_storage()._cdata}
     extra: dict[int, int] = {}
@@ -222,12 +226,12 @@ def _trace_saved(module: nn.Module, n_tokens: int) -> tuple[int, int]:
 
 def projection_saved_bytes(module: nn.Module, n_tokens: int, c: int) -> tuple[float, int, int]:
     """What one projection keeps for backward beyond its input, from two meta traces (at n and 2n rows):
-    (bytes per token, bytes independent of the tokens, >=2-D parameter elements it keeps).
+    (bytes per token, bytes independent of the tokens, parameter elements it keeps).
 
     The traces run in fp32; under autocast every kept tensor is a matmul operand or product in the
     compute dtype, so the bytes scale by c / 4 (e.g. a masked or SLTrain layer's materialised dense
     weight is kept as its compute-dtype copy; the fp32 product is transient), and each kept parameter
-    matrix costs a compute-dtype copy (autocast's weight cast, counted in `weight_copy_bytes`).
+    costs a compute-dtype copy (autocast's weight cast, counted in `weight_copy_bytes`).
     """
     was_training = module.training
     try:
@@ -341,9 +345,7 @@ def estimate_memory(
             proj_per_token += pt
             proj_fixed += fixed
             copy_elems += kept
-    assert model_cfg.d_model
-    d = model_cfg.d_model
-    final_norm = FP32 * (2 * d + 1)
+    final_norm = norm_bytes_per_token(model_cfg)
     indices = 8  # int64 token ids kept by the embedding's backward
     activations = int(round(N * (model_cfg.n_layers * per_token + proj_per_token + final_norm + indices)))
     activations += proj_fixed

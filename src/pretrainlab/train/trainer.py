@@ -100,6 +100,9 @@ class Trainer:
             prepare_run_dir(cfg, resume=resume)
         _barrier(self.ctx)
 
+        from pretrainlab.train.memory import current_rss_bytes
+
+        self.memory_baseline_rss = current_rss_bytes()  # the CPU memory estimate's baseline: before the model
         _seed_everything(cfg.seed)
         _set_deterministic(cfg.train.deterministic, self.device)
         model = build_model(self.model_cfg)
@@ -311,6 +314,8 @@ class Trainer:
 
     def _finish(self) -> dict[str, Any]:
         """End of training: final evaluation, the end line, the final checkpoint."""
+        from pretrainlab.train.memory import end_line_fields
+
         final: dict[str, Any] = {
             k: v for k, v in self.last_metrics.items() if k not in ("tokens_per_s", "mfu", "lr", "skipped")
         }
@@ -319,6 +324,7 @@ class Trainer:
         final.update({"params": self.param_counts["params"],
                       "params_non_embedding": self.param_counts["params_non_embedding"],
                       "flops_per_token": self.flops_per_token})
+        final.update(end_line_fields(self))  # peak_memory_mb, memory_estimate_mb
         if self.writer is not None:
             self.writer.write({"event": "end", **final})
         if self._checkpointed_step != self.step:
@@ -451,6 +457,8 @@ class Trainer:
         return peak * self.ctx.world_size
 
     def _print_summary(self) -> None:
+        from pretrainlab.train.memory import summary_line
+
         p = self.plan
         counts = self.param_counts
         lines = [
@@ -466,6 +474,7 @@ class Trainer:
             f"schedule     {self.cfg.schedule.name}, lr {self.cfg.optim.lr:g}, {self.cfg.train.steps} steps"
             + (f" (resuming at step {self.step})" if self.step else ""),
             f"callbacks    {', '.join(cb.name for cb in self.callbacks) or 'none'}",
+            summary_line(self),
         ]
         if not self._has_val:
             lines.append(f"evaluation   skipped: {self.data.path} has no validation tokens")
