@@ -65,13 +65,13 @@ def test_rank_r_error_is_the_eckart_young_tail_per_layer():
         W = src.weight.detach().double()
         s = torch.linalg.svdvals(W)
         tail = float(s[rank:].pow(2).sum())
-        got = float((W - effective_weight(projections(low)[prefix]).double()).pow(2).sum())
+        got = float((W - effective_weight(projections(low)[prefix]).detach().double()).pow(2).sum())
         assert report.converted[prefix].tail == pytest.approx(tail, rel=1e-9)
         assert got == pytest.approx(tail, rel=1e-4), prefix  # fp32 factors
         m = projections(low)[prefix]
         assert m.A.shape == (rank, W.shape[1]) and m.B.shape == (W.shape[0], rank)
         # split evenly: ||B||_F = ||A||_F (= sqrt(sum s_r / scale))
-        assert float(m.B.norm()) == pytest.approx(float(m.A.norm()), rel=1e-5)
+        assert float(m.B.detach().norm()) == pytest.approx(float(m.A.detach().norm()), rel=1e-5)
     print(f"rank {rank}: relative Frobenius error {report.relative_error():.3f}")
 
 
@@ -88,9 +88,10 @@ def test_sparse_low_rank_target_takes_the_residual_on_its_support():
     slr = _model(1, linear="sparse_low_rank", linear_options={"rank": 4, "density": 0.2})
     report = dense_to_low_rank(dense, slr)
     for prefix, src in projections(dense).items():
-        got = float((src.weight.double() - effective_weight(projections(slr)[prefix]).double()).pow(2).sum())
+        got = float((src.weight.detach().double() - effective_weight(projections(slr)[prefix]).detach().double())
+                    .pow(2).sum())
         assert got == pytest.approx(report.converted[prefix].tail, rel=1e-4)
-        assert report.converted[prefix].tail < float(torch.linalg.svdvals(src.weight.double())[4:].pow(2).sum())
+        assert report.converted[prefix].tail < float(torch.linalg.svdvals(src.weight.detach().double())[4:].pow(2).sum())
 
 
 @pytest.mark.parametrize(("linear", "options"), [("low_rank", {"rank": 8, "alpha": 4}),

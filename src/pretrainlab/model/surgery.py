@@ -140,8 +140,9 @@ def set_from_dense(module: nn.Module, weight: Tensor) -> float:
         module.A.copy_(f.A)
         if isinstance(module, SparseLowRankLinear):
             residual = weight.to(torch.float64) - module.scale * (f.B.double() @ f.A.double())
-            module.values.copy_(residual.reshape(-1)[module.support].to(module.values.dtype))
-            return float((residual.pow(2).sum() - residual.reshape(-1)[module.support].pow(2).sum()).clamp_min(0))
+            on_support = residual.reshape(-1)[module.support.to(residual.device)]
+            module.values.copy_(on_support.to(module.values.dtype))
+            return float((residual.pow(2).sum() - on_support.pow(2).sum()).clamp_min(0))
         return f.tail
     if isinstance(module, MaskedLinear):
         raise ConfigError(
