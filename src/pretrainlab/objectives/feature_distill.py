@@ -139,7 +139,8 @@ class FeatureDistill:
         out, student_h = self._student_tap.run(lambda: self._plain(model, batch))
         teacher_h, teacher_s = self.teacher_features(batch.inputs)
         if len(student_h) != len(teacher_h):
-            raise RuntimeError(f"feature_distill: the student ran {len(student_h)} blocks, the teacher {len(teacher_h)}")
+            raise RuntimeError(
+                f"feature_distill: the student ran {len(student_h)} blocks, the teacher {len(teacher_h)}")
         per_token = feature_mse_per_token(student_h, teacher_h)  # (B, T)
         mask = batch.target_mask
         if mask is not None:
@@ -230,6 +231,7 @@ def feature_distill(options: dict[str, Any]) -> FeatureDistill:
     if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not math.isfinite(kappa) or kappa < 0:
         raise ConfigError(
             f"objective_options.kappa={kappa!r} must be a finite number >= 0",
-            hint="kappa weighs the block-output MSE to the teacher against the cross-entropy (PELA: 1.0; 0: next_token)",
+            hint="kappa weighs the block-output MSE to the teacher against the cross-entropy "
+            "(PELA: 1.0; 0: next_token)",
         )
     return FeatureDistill(kappa=float(kappa))
