@@ -188,3 +188,19 @@ def test_init_optimizer_errors_name_the_field(sources, tmp_path):
         Trainer(_cfg(tmp_path, sources, "dense", "other_opt", init_optimizer=True,
                      optim={"name": "galore", "options": {"rank": 4}}))
     assert not (tmp_path / "other_opt").exists()
+
+
+def test_pela_flow_full_rank_student_matches_its_teacher_features(sources, tmp_path):
+    """init_from a dense run into low_rank at full rank, feature-distilled from that run: the first step's
+    feature_mse (computed before any update) is ~0, the student computing what the teacher does."""
+    import json
+
+    cfg = _cfg(tmp_path, sources, "dense", "pela", model={"linear": "low_rank",
+                                                          "linear_options": {"rank_fraction": 1.0}},
+               objective="feature_distill", teacher=str(sources["dense"]), train={"steps": 3})
+    Trainer(cfg).fit()
+    lines = [json.loads(x) for x in (tmp_path / "pela" / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [r for r in lines if "lr" in r]
+    print("feature_mse per step", [f"{r['feature_mse']:.2e}" for r in train_lines])
+    assert train_lines[0]["feature_mse"] < 1e-10
+    assert train_lines[0]["ce"] == pytest.approx(train_lines[0]["loss"], abs=1e-8)
