@@ -163,8 +163,8 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
     losses = {arm: res.values("val_loss") for arm, res in windows.items()}
     points = [fit_point(arm, end) for results in (windows, sizes) for arm, res in results.items()
               for end in res.ends]
-    claims = [window_claim(scale, losses), fit_claim(points)]
     fits = fit_both(points)
+    claims = [window_claim(scale, losses), fit_claim(points, fits)]
     _plot(points, fits, ctx.out / "plots" / "journey.png")
     notes = [
         f"Data: {data.origin} (pre-training domains only); {scale.train_tokens:,} unique tokens; every run "
@@ -213,26 +213,33 @@ def window_claim(scale: Scale, losses: dict[str, list[float]]) -> Claim:
 
 
 def fit_both(points: list[FitPoint]) -> dict[str, tuple[Any, float, float, str]]:
-    """{"avg" | "final": (fit or None, R^2, RMSE, why it failed)} of L = E + A / x^alpha over the finite points."""
+    """{"avg" | "final": (fit or None, R^2, RMSE, why it failed)} of L = E + A / x^alpha over the finite points
+    (not fitted below 6 points)."""
     good = [p for p in points if all(math.isfinite(v) and v > 0 for v in (p.final_params, p.avg_params, p.loss))]
     ys = [p.loss for p in good]
+    if len(good) < 6:
+        skipped = (None, math.nan, math.nan, f"only {len(good)} runs with finite figures (the rule needs 6)")
+        return {"avg": skipped, "final": skipped}
     return {"avg": _fit([p.avg_params for p in good], ys, "avg_params"),
             "final": _fit([p.final_params for p in good], ys, "final_params")}
 
 
-def fit_claim(points: list[FitPoint]) -> Claim:
-    """Rule: R^2 of the N-bar fit > R^2 of the final-count fit, over the same runs."""
-    fits = fit_both(points)
+def fit_claim(points: list[FitPoint], fits: dict[str, tuple[Any, float, float, str]] | None = None) -> Claim:
+    """Rule: R^2 of the N-bar fit > R^2 of the final-count fit, over the same runs (at least 6 finite ones).
+    `fits` is `fit_both(points)` when already computed."""
     n = sum(1 for p in points if math.isfinite(p.loss))
     claim = ("The average-parameter law fits dense and pruned runs better than the final-parameter law: "
-             f"L = E + A / x^alpha fitted over the same runs has the higher R^2 with x = N-bar than with x = the final "
+             "L = E + A / x^alpha fitted over the same runs has the higher R^2 with x = N-bar than with x = the final "
              "live count (CPU protocol, papers-model.md §4(c): >= 6 runs).")
     paper = "L(N-bar, D) fits sparse and dense runs with one law, 58M-468M [abs]; a final-N law does not"
+    if n < 6:
+        return Claim(claim, paper, f"not measured: only {n} runs with a finite loss", f"{n} runs", None)
+    fits = fits if fits is not None else fit_both(points)
     (fa, ra, ea, why_a), (ff, rf, ef, why_f) = fits["avg"], fits["final"]
-    spread = f"{n} runs, {len({(p.arm) for p in points})} arms; RMSE {ea:.4f} (N-bar) vs {ef:.4f} (final)"
-    if fa is None or ff is None or n < 6:
+    spread = f"{n} runs, {len({p.arm for p in points})} arms; RMSE {ea:.4f} (N-bar) vs {ef:.4f} (final)"
+    if fa is None or ff is None:
         why = "; ".join(w for w in (why_a and f"N-bar fit: {why_a}", why_f and f"final fit: {why_f}") if w)
-        return Claim(claim, paper, f"not measured: {why or f'only {n} runs'}", spread, None)
+        return Claim(claim, paper, f"not measured: {why}", spread, None)
     our = (f"R^2 {ra:.3f} (N-bar: alpha {fa.params['alpha']:.2f}) vs {rf:.3f} (final: alpha "
            f"{ff.params['alpha']:.2f})")
     return Claim(claim, paper, our, spread, bool(ra > rf))
