@@ -188,6 +188,12 @@ def test_init_optimizer_errors_name_the_field(sources, tmp_path):
         Trainer(_cfg(tmp_path, sources, "dense", "other_opt", init_optimizer=True,
                      optim={"name": "galore", "options": {"rank": 4}}))
     assert not (tmp_path / "other_opt").exists()
+    from pretrainlab.eval.hf_export import export_hf
+
+    hf = export_hf(sources["dense"], tmp_path / "hf")
+    cfg = _cfg(tmp_path, {**sources, "hf": hf}, "hf", "from_hf", init_optimizer=True)
+    with pytest.raises(ConfigError, match=r"init_optimizer=true: the Hugging Face Llama folder .* holds no optimiser"):
+        Trainer(cfg)
 
 
 def test_pela_flow_full_rank_student_matches_its_teacher_features(sources, tmp_path):
