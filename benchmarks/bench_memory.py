@@ -1,15 +1,17 @@
 """Measured peak memory of short runs against `pretrainlab memory`'s estimate (issue 6: within 20%).
 
 Each configuration trains for a few steps in its own process (`pretrainlab train`), so the peak resident
-set size (ru_maxrss) belongs to that run alone. The run's end line carries `peak_memory_mb` (measured) and
-`memory_estimate_mb` = the RSS measured at trainer start, before the model is built (interpreter, torch,
-data handles) + parameters + buffers + optimiser state + max(gradients + activations + loss head + loader,
-evaluation) + touched token pages (the end line also carries `memory_baseline_mb`). Since the baseline is a few hundred MiB, the shapes are chosen so
-that the model terms are larger than it, and the script also prints the ratio of the model terms alone,
-(peak - baseline) / (estimate - baseline), the honest check of the formulas. The in-process estimate's
-terms are printed too, to find which one is off when a ratio is.
+set size (ru_maxrss) belongs to that run alone. The run's end line carries `peak_memory_mb` (measured),
+`memory_baseline_mb` (the RSS at trainer start, before the model is built: interpreter, torch, data
+handles) and `memory_estimate_mb` = baseline + parameters + buffers + optimiser state + max(gradients +
+activations + loss head + loader, evaluation) + touched token pages. The baseline is about 300 MiB, so
+the shapes make the model terms about as large, and the script also prints the ratio of the model terms
+alone, (peak - baseline) / (estimate - baseline), the honest check of the formulas, and the estimate's
+terms, to find which one is off when a ratio is. Each configuration runs under glibc's default malloc
+settings and with MALLOC_MMAP_THRESHOLD_=131072 (large blocks mmapped and returned on free), which
+separates the allocator's cache from the tensors (docs/memory.md).
 
-Usage: python benchmarks/bench_memory.py [--steps 2] [--threads 2] [--only dense,low_rank,...]
+Usage: python benchmarks/bench_memory.py [--steps 2] [--threads 2] [--only dense,low_rank] [--malloc default,mmap]
 Last line: RESULT {json}.
 """
 
@@ -131,9 +133,10 @@ def main() -> int:
                 if "error" in row:
                     print(f"{name} [{malloc}]: failed\n{row['error']}")
                     continue
-                print(f"{name:16s} [{malloc:7s}] measured {row['peak_mb']:7.1f} MiB  estimate {row['estimate_mb']:7.1f} "
-                      f"MiB  ratio {row['ratio']:.3f}  baseline {row['baseline_mb']:6.1f}  model terms ratio "
-                      f"{row['model_terms_ratio']}  ({row['wall_s']:.0f} s)  terms {row['terms_mb']}", flush=True)
+                print(f"{name:16s} [{malloc:7s}] measured {row['peak_mb']:7.1f} MiB  "
+                      f"estimate {row['estimate_mb']:7.1f} MiB  ratio {row['ratio']:.3f}  "
+                      f"baseline {row['baseline_mb']:6.1f}  model terms ratio {row['model_terms_ratio']}  "
+                      f"({row['wall_s']:.0f} s)  terms {row['terms_mb']}", flush=True)
     print("RESULT " + json.dumps(results))
     return 0
 

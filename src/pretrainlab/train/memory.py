@@ -449,7 +449,7 @@ def estimate_for_trainer(trainer: Any, baseline_rss: int | None) -> MemoryEstima
 def resolve_for_memory(cfg: RunConfig) -> tuple[ModelConfig, list[str]]:
     """The run's resolved model config and notes; the vocabulary comes from the prepared data when
     `data.path` exists, else from `model.vocab_size` (said in a note), else a ConfigError."""
-    from pretrainlab.model import decoder  # noqa: F401  (registers every linear)
+    import pretrainlab.model.decoder  # noqa: F401  (registers every linear)
     from pretrainlab.model.resolve import resolve_model_config
 
     notes: list[str] = []
