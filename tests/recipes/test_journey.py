@@ -15,6 +15,7 @@ import torch
 from helpers import make_prepared, random_docs, tiny_run_config
 from pretrainlab.config import CallbackConfig
 from pretrainlab.errors import ConfigError
+from pretrainlab.model.masked_linear import MaskedLinear
 from pretrainlab.recipes.journey import (
     GradualPruning,
     default_every,
@@ -102,7 +103,6 @@ def test_fsdp_is_refused_clearly(tmp_path: Path, data: Path) -> None:
 
 
 def test_a_model_without_prunable_weights_is_refused(tmp_path: Path, data: Path) -> None:
-    pytest.importorskip("pretrainlab.model.low_rank")
     cfg = pruned_config(tmp_path, data, steps=4, model={"n_layers": 2, "d_model": 32, "n_heads": 2,
                                                          "linear": "low_rank", "linear_options": {"rank": 4}})
     with pytest.raises(ConfigError, match="no prunable weights with model.linear='low_rank'"):
@@ -202,6 +202,43 @@ def test_density_reaches_the_target_at_t_e_masks_shrink_and_masked_weights_stay_
     assert end["density"] == final / n and end["flops_per_token"] == trainer.flops_per_token
 
 
+class AfterStep(Callback):
+    """Registers, after the pruner did, an optimiser step post-hook recording how many pruned entries are
+    non-zero right after each optimizer.step()."""
+
+    name = "test_after_step"
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        self.seen: list[int] = []
+        p = pruner(trainer)
+
+        def hook(*_: Any) -> None:
+            self.seen.append(sum(int(torch.count_nonzero(w[d])) for w, d in zip(p.weights, p.dead)) if p.pruned else 0)
+
+        self.handle = trainer.optimizer.register_step_post_hook(hook)
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        self.handle.remove()
+
+
+@pytest.mark.parametrize("optim", ["galore", "fira"])
+def test_pruned_entries_are_zero_right_after_every_step_of_a_projecting_optimiser(
+    tmp_path: Path, data: Path, optim: str
+) -> None:
+    """GaLore and Fira move weights whose gradient is 0 (a projected update; Fira's residual): the pruner's
+    step post-hook re-zeroes them before anything after optimizer.step() sees them."""
+    cfg = pruned_config(tmp_path, data, steps=12, options={"every": 2},
+                        optim={"name": optim, "lr": 1e-2, "weight_decay": 0.1,
+                               "options": {"rank": 4, "min_dim": 8, "update_proj_gap": 3}})
+    trainer = Trainer(cfg)
+    spy = AfterStep()
+    trainer.callbacks.append(spy)
+    trainer.fit()
+    p = pruner(trainer)
+    assert len(spy.seen) == 12 and p.pruned and p.live / p.n_prunable == pytest.approx(1 - SPARSITY, abs=1e-3)
+    assert spy.seen == [0] * 12
+
+
 def test_ties_are_broken_by_position_and_the_count_is_exact() -> None:
     class Two(torch.nn.Module):
         def __init__(self) -> None:
@@ -224,9 +261,6 @@ def test_ties_are_broken_by_position_and_the_count_is_exact() -> None:
 
 
 def test_masked_linear_masks_count_as_pruned_and_are_narrowed(tmp_path: Path, data: Path) -> None:
-    pytest.importorskip("pretrainlab.model.masked_linear")
-    from pretrainlab.model.masked_linear import MaskedLinear
-
     cfg = pruned_config(tmp_path, data, steps=12, model={"n_layers": 2, "d_model": 32, "n_heads": 2,
                                                           "linear": "masked", "linear_options": {"sparsity": 0.25}})
     trainer = Trainer(cfg)

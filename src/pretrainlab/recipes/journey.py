@@ -21,7 +21,12 @@ Masked entries are exactly zero at every forward pass:
 - a gradient hook on each prunable parameter zeroes masked gradient entries during backward, so the
   gradient norm (logged, and used for clipping) is that of the pruned model; the gradients are zeroed
   again in `on_before_optimizer_step`;
-- the weights are re-zeroed in `on_step_end`, after the optimiser step.
+- the weights are re-zeroed right after every optimiser step, by a step post-hook on the optimiser
+  (registered in `on_train_start`, as the `masked_linear` callback does), so nothing between
+  `optimizer.step()` and the next forward (another callback's `on_step_end`, a checkpoint) sees a pruned
+  entry that an optimiser moved: AdamW leaves them at 0 by itself (zero gradient and moments, decay of 0),
+  but GaLore and Fira update zero-gradient entries (their update is a projection, and Fira adds a residual);
+  `on_step_end` re-zeroes once more (a no-op after the hook).
 
 Event timing: an event "at step t" runs in `on_step_start` when t optimiser steps are done, before the
 forward pass of step t + 1; t_s = round(start * steps), t_e = min(round(end * steps), steps - 1) (an
@@ -211,6 +216,7 @@ class GradualPruning(Callback):
         self.pruned = self.live < self.n_prunable
         self._apply_masks()
         self._hooks = [w.register_hook(self._grad_hook(i)) for i, w in enumerate(self.weights)]
+        self._hooks.append(trainer.optimizer.register_step_post_hook(self._after_optimizer_step))
         self.base_params = int(trainer.param_counts["params_non_embedding"])
         self.base_flops = float(trainer.flops_per_token)
 
@@ -221,6 +227,11 @@ class GradualPruning(Callback):
             return grad.masked_fill(self.dead[i], 0.0)
 
         return hook
+
+    def _after_optimizer_step(self, *_: Any) -> None:
+        """Optimiser step post-hook: pruned entries back to exactly 0 before anything else sees the weights."""
+        if self.pruned:
+            self._zero_weights()
 
     def on_train_end(self, trainer: Trainer) -> None:
         for handle in self._hooks:
