@@ -110,3 +110,12 @@ def test_protocol_runs_end_to_end(tiny_prepared: Path, tmp_path: Path) -> None:
     run = Path(data["details"]["runs"]["finetune"]["sparse75"][0])
     ends = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"end"' in line]
     assert ends[-1]["flops_per_token"] == flops["dense"]  # fine-tuned densely: the mask is gone
+    assert all(len(v) == 5 and min(v) > 0 for v in data["details"]["tokens_per_s"].values())  # timed rounds
+
+    # A second run redoes nothing: the fine-tuning runs (init_from fills and records the model) are skipped too.
+    metrics = sorted((ctx.out / "sweeps").glob("*/runs/*/metrics.jsonl"))
+    assert len(metrics) == 5
+    before = {p: p.stat().st_mtime_ns for p in metrics}
+    again = run_protocol(ctx, SMOKE)
+    assert {p: p.stat().st_mtime_ns for p in metrics} == before
+    assert [c.holds for c in again.claims[:2]] == [c.holds for c in result.claims[:2]]
