@@ -325,6 +325,29 @@ def test_a_first_step_at_lr_zero_only_allocates_the_state() -> None:
     assert state["step"].item() == 1 and torch.allclose(state["proj"].T @ state["proj"], torch.eye(2), atol=1e-5)
 
 
+def test_a_zero_gradient_at_a_refresh_defers_it_to_the_next_step() -> None:
+    """B = 0 at init (low_rank zero_b, SLTrain) makes A's first gradient exactly 0: no subspace to take.
+    The refresh is retried at the next step instead of fixing an arbitrary basis for update_proj_gap steps."""
+    model = OneMatrix(8, 12)
+    opt = build_optimizer(model, galore_cfg("fira", rank=2, min_dim=1, update_proj_gap=5))
+    before = model.w.detach().clone()
+    model.w.grad = torch.zeros(8, 12)
+    opt.step()
+    state = opt.state[model.w]
+    assert state["step"].item() == 1 and state["refresh"] is True and not state["proj"].any()
+    assert torch.equal(model.w, before)  # nothing to move along (and no weight decay here)
+    g = torch.randn(8, 12)
+    model.w.grad = g
+    opt.step()  # step 1: 1 % 5 != 0, refreshed anyway
+    u = torch.linalg.svd(g, full_matrices=False)[0][:, :2]  # (8, 12): the left side is the smaller one
+    assert state["refresh"] is False and torch.allclose(state["proj"].abs(), u.abs(), atol=1e-5)
+    model.w.grad = torch.full((8, 12), float("nan"))
+    kept = state["proj"].clone()
+    for _ in range(4):  # steps 2..4 use the basis; 5 % 5 == 0 refreshes, but on a non-finite gradient
+        opt.step()
+    assert state["refresh"] is True and torch.equal(state["proj"], kept)
+
+
 @pytest.fixture(scope="module")
 def markov_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(0)
@@ -365,11 +388,79 @@ def test_checkpoint_resume_is_exact(tmp_path: Path, markov_data: Path, name: str
     assert train_losses(Path(trainer.run_dir)) == straight  # bitwise, step 4 on the restored projection
 
 
+def test_sltrain_run_refreshes_a_at_step_two_and_resumes_exactly(tmp_path: Path, markov_data: Path) -> None:
+    """SLTrain (sparse_low_rank: B = 0 at init): every A's first gradient is 0, so A's projection is taken at
+    the second step (B's at the first); a checkpoint in between (refresh pending in the state) resumes
+    bitwise."""
+    from pretrainlab.train.trainer import Trainer
+
+    def cfg(run: str, steps: int):
+        c = run_cfg(tmp_path, markov_data, "galore", run, steps, rank=4, min_dim=4, update_proj_gap=10)
+        return c.model_copy(update={"model": c.model.model_copy(update={
+            "linear": "sparse_low_rank", "linear_options": {"rank": 8, "density": 0.1}})})
+
+    def pending(trainer: Trainer) -> set[str]:
+        return {n for n, p in trainer.module.named_parameters() if trainer.optimizer.state[p].get("refresh")}
+
+    one = Trainer(cfg("one", 1))
+    one.fit()
+    a_names = {n for n, _ in one.module.named_parameters() if n.endswith(".A")}
+    assert len(a_names) == 8 and pending(one) == a_names
+    a_proj = {n: one.optimizer.state[p]["proj"] for n, p in one.module.named_parameters() if n in a_names}
+    assert not any(t.any() for t in a_proj.values())
+    straight = train_losses(train_run(cfg("straight", 4)))
+    resumed = Trainer(cfg("one", 4), resume=True)
+    assert pending(resumed) == a_names
+    resumed.fit()
+    assert pending(resumed) == set()
+    for n, p in resumed.module.named_parameters():
+        if n in a_names:
+            proj = resumed.optimizer.state[p]["proj"]
+            assert torch.allclose(proj.T @ proj, torch.eye(4), atol=1e-5), n
+    assert train_losses(Path(resumed.run_dir)) == straight
+
+
+def test_resume_with_options_of_other_shapes_is_refused(tmp_path: Path, markov_data: Path, capsys) -> None:
+    from pretrainlab.train.trainer import Trainer
+
+    train_run(run_cfg(tmp_path, markov_data, "galore", "run", 2, rank=4, update_proj_gap=2))
+    with pytest.raises(ConfigError, match=r"--resume from .*step-2: the optimiser state 'blocks\.0\.attn\.qkv"
+                       r"\.weight' 'proj' has shape \(32, 4\), but this run's GaLoreAdamW makes it \(32, 8\)") as e:
+        Trainer(run_cfg(tmp_path, markov_data, "galore", "run", 4, rank=8, update_proj_gap=2), resume=True)
+    assert "the optim.name and optim.options the run was started with" in str(e.value)
+    capsys.readouterr()
+    # options that keep the shapes: the checkpoint's values stay in force, and a warning says so
+    trainer = Trainer(run_cfg(tmp_path, markov_data, "galore", "run", 4, rank=4, update_proj_gap=3), resume=True)
+    out = capsys.readouterr().out
+    assert "warning: --resume keeps the checkpoint's optimiser hyperparameters, not the config's: " \
+           "update_proj_gap: checkpoint 2, config 3" in out
+    assert {g["update_proj_gap"] for g in trainer.optimizer.param_groups if g["lowrank"]} == {2}
+
+
+@pytest.mark.parametrize("name", ["adamw", "galore"])
+def test_an_unchanged_resume_warns_nothing(tmp_path: Path, markov_data: Path, name: str, capsys) -> None:
+    from pretrainlab.train.trainer import Trainer
+
+    def cfg_of(steps: int):
+        cfg = run_cfg(tmp_path, markov_data, name, "run", steps, rank=4)
+        if name == "adamw":
+            return cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"options": {}})})
+        return cfg
+
+    train_run(cfg_of(2))
+    capsys.readouterr()
+    cfg = cfg_of(3)
+    Trainer(cfg, resume=True).fit()
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "warning" not in out
+
+
 # ------------------------------------------------------------------------------------------ state size
 
 
 def real_state_bytes(opt: torch.optim.Optimizer) -> int:
-    return sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values())
+    return sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
+               if isinstance(t, torch.Tensor))  # GaLore's `refresh` flag is a plain bool
 
 
 @pytest.mark.parametrize("name, options", [("adamw", {}), ("galore", {"rank": 8}), ("fira", {"rank": 8}),

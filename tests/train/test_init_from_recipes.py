@@ -196,6 +196,61 @@ def test_init_optimizer_errors_name_the_field(sources, tmp_path):
         Trainer(cfg)
 
 
+GALORE = {"name": "galore", "lr": 1e-2, "options": {"rank": 4, "min_dim": 8, "update_proj_gap": 2}}
+
+
+@pytest.fixture(scope="module")
+def galore_source(sources) -> Path:
+    cfg = tiny_run_config(sources["root"] / "runs", sources["data"], name="galore", model=MODEL,
+                          train={"steps": 5}, optim=GALORE, eval={"every": None})
+    return train_run(cfg)
+
+
+def _galore_cfg(tmp: Path, sources, source: Path, name: str, options: dict, steps: int = 4):
+    cfg = tiny_run_config(tmp, sources["data"], name=name, train={"steps": steps}, eval={"every": None},
+                          optim={**GALORE, "options": options})
+    return cfg.model_copy(update={"init_from": str(source), "init_optimizer": True})
+
+
+@pytest.mark.parametrize("key, value, shown", [("rank", 8, "8"), ("proj_type", "left", "'left'"),
+                                               ("min_dim", 64, "64"), ("update_proj_gap", 3, "3")])
+def test_init_optimizer_needs_the_source_options(sources, galore_source, tmp_path, key, value, shown):
+    """Another rank (or proj_type, min_dim...) gives the source's state other shapes or meaning: refused up
+    front, naming the option and both values, before the run folder is made (it used to crash at the
+    first projection refresh)."""
+    options = {**GALORE["options"], key: value}
+    theirs = repr(GALORE["options"].get(key, "std"))
+    with pytest.raises(ConfigError, match=rf"init_optimizer=true: optim\.options\.{key}={shown} but .* was "
+                       rf"trained with optim\.options\.{key}={theirs}") as e:
+        Trainer(_galore_cfg(tmp_path, sources, galore_source, "other_options", options))
+    assert "init_optimizer=false" in str(e.value) and not (tmp_path / "other_options").exists()
+
+
+def test_init_optimizer_with_the_source_options_trains(sources, galore_source, tmp_path, capsys):
+    # writing a default out (scale 0.25) is the same options
+    trainer = Trainer(_galore_cfg(tmp_path, sources, galore_source, "same", {**GALORE["options"], "scale": 0.25}))
+    assert "optimiser state of 14 of 14 parameters" in capsys.readouterr().out
+    trainer.fit()  # past two projection refreshes
+    assert trainer.step == 4
+
+
+def test_init_optimizer_refuses_a_state_of_other_shapes(sources, galore_source, tmp_path):
+    """A source whose config.yaml says rank 8 while its checkpoint holds rank-4 state: the loaded shapes
+    are checked against what the optimiser makes, and refused by name before training."""
+    import shutil
+
+    import yaml
+
+    copy = tmp_path / "edited"
+    shutil.copytree(galore_source, copy)
+    tree = yaml.safe_load((copy / "config.yaml").read_text())
+    tree["optim"]["options"]["rank"] = 8
+    (copy / "config.yaml").write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError, match=r"the optimiser state 'blocks\.0\.attn\.qkv\.weight' 'proj' has shape "
+                       r"\(32, 4\), but this run's GaLoreAdamW makes it \(32, 8\)"):
+        Trainer(_galore_cfg(tmp_path, sources, copy, "edited_run", {**GALORE["options"], "rank": 8}))
+
+
 def test_pela_flow_full_rank_student_matches_its_teacher_features(sources, tmp_path):
     """init_from a dense run into low_rank at full rank, feature-distilled from that run: the first step's
     feature_mse (computed before any update) is ~0, the student computing what the teacher does."""

@@ -10,6 +10,10 @@ right side is the transpose: Q (n, r), G~ = G Q, update (.) Q^T):
     psi_t = (M_t / (1 - b1^t)) / (sqrt(V_t / (1 - b2^t)) + eps)           (Adam's processed update)
     W <- W (1 - lr wd) - lr * alpha * P_t psi_t                           (decoupled decay as AdamW)
 
+A refresh on a gradient without a subspace (all zero, e.g. the first gradient of A while B = 0 at init, or
+non-finite) keeps the current projection and is retried at the next step (state `refresh`, a bool, is True
+until then; a checkpoint without it, written before it existed, reads as False).
+
 The moments are kept across subspace changes (as the official code does; they are not rotated), so
 with a full-rank P the update is NOT AdamW's: Adam's element-wise division does not commute with the
 rotation P. What does hold exactly: between two refreshes P is fixed, and GaLore's update equals
@@ -87,6 +91,18 @@ class GaLoreAdamW(torch.optim.Optimizer):
                     self._adamw_step(p, group)
         return loss
 
+    def state_shapes(self, p: Tensor, group: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """{state key: shape} of the tensors this optimiser keeps for `p` in `group` (checked against a loaded
+        checkpoint by optim/state_check.py before it is loaded)."""
+        if not group["lowrank"]:
+            return {"step": (), "exp_avg": tuple(p.shape), "exp_avg_sq": tuple(p.shape)}
+        layout = layout_of(tuple(p.shape), group["rank"], group["proj_type"])
+        out = {"step": (), "proj": layout.proj_shape, "exp_avg": layout.moment_shape,
+               "exp_avg_sq": layout.moment_shape}
+        if group["fira"]:
+            out["residual_norm"] = ()
+        return out
+
     # ------------------------------------------------------------------ plain AdamW
 
     def _adamw_step(self, p: Tensor, group: dict[str, Any]) -> None:
@@ -111,12 +127,19 @@ class GaLoreAdamW(torch.optim.Optimizer):
             state["proj"] = torch.zeros(layout.proj_shape, dtype=p.dtype, device=p.device)
             state["exp_avg"] = torch.zeros(layout.moment_shape, dtype=p.dtype, device=p.device)
             state["exp_avg_sq"] = torch.zeros(layout.moment_shape, dtype=p.dtype, device=p.device)
+            # a plain bool (on the host, never moved to the device by load_state_dict) and always present:
+            # torch.distributed.checkpoint loads only the keys a freshly initialised state has
+            state["refresh"] = False
             if group["fira"]:
                 state["residual_norm"] = torch.tensor(0.0, dtype=torch.float32, device=p.device)
             if group["lr"] == 0:
                 return
-        if int(state["step"].item()) % group["update_proj_gap"] == 0:
-            state["proj"].copy_(top_singular_vectors(grad, layout))
+        if state.get("refresh", False) or int(state["step"].item()) % group["update_proj_gap"] == 0:
+            basis = top_singular_vectors(grad, layout)
+            # no subspace in this gradient: keep the current one and refresh at the next step
+            state["refresh"] = basis is None
+            if basis is not None:
+                state["proj"].copy_(basis)
         proj = state["proj"]
         low = project(grad, proj, layout.side)
         psi = self._adam(state, low, group)
@@ -167,15 +190,18 @@ class GaLoreAdamW(torch.optim.Optimizer):
         p.add_(update, alpha=-group["lr"])
 
 
-def top_singular_vectors(grad: Tensor, layout: Layout) -> Tensor:
+def top_singular_vectors(grad: Tensor, layout: Layout) -> Tensor | None:
     """The projection of `layout` from `grad`: left singular vectors U[:, :r] (m, r) or right ones V[:, :r] (n, r).
 
-    Computed in fp32 (torch.linalg.svd, reduced). A non-finite gradient has no meaningful subspace: the
-    first r coordinate axes are used instead (the step itself is then as non-finite as AdamW's would be).
+    Computed in fp32 (torch.linalg.svd, reduced). None when `grad` has no meaningful subspace: non-finite,
+    or all zero (e.g. A's first gradient when B = 0 at init, low_rank `init: zero_b` and SLTrain, where any
+    basis would be an arbitrary one kept for `update_proj_gap` steps). The optimiser then keeps its current
+    projection for this step (zeros before the first refresh, so the step moves nothing the projection
+    covers) and refreshes at the next step instead.
     """
     g = grad.float()
-    if not bool(torch.isfinite(g).all()):
-        return torch.eye(*layout.proj_shape, dtype=grad.dtype, device=grad.device)
+    if not bool(torch.isfinite(g).all()) or not bool(g.any()):
+        return None
     u, _, vh = torch.linalg.svd(g, full_matrices=False)
     basis = u[:, : layout.rank] if layout.side == "left" else vh[: layout.rank].T
     return basis.to(grad.dtype)

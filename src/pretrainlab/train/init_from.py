@@ -35,7 +35,10 @@ Nothing is converted into `masked` (ConfigError).
 `init_optimizer: true` (a run or checkpoint source only) also loads the source's optimiser state (e.g. AdamW's
 moments and step count) for every parameter whose name and shape are the same in both models, as if the
 source run continued; the others (e.g. converted projections) start fresh, as every parameter does by
-default. The optimiser must be the source's (`optim.name`); its hyperparameters (lr, betas, weight decay) and
+default. The optimiser must be the source's (`optim.name`) with the source's `optim.options` (GaLore's rank,
+proj_type, min_dim, ... set the state's shapes and meaning; defaults count as written), else a ConfigError
+names the option before the run folder is made; each loaded state tensor's shape is checked against what the
+optimiser makes (optim/state_check.py) before it is loaded. Its hyperparameters (lr, betas, weight decay) and
 the schedule are the run's own.
 """
 
@@ -120,6 +123,17 @@ class InitSource:
                 f"optim.name={theirs!r}, whose state this optimiser cannot take",
                 hint=f"set optim.name={theirs} or init_optimizer=false",
             )
+        ours_opts, theirs_opts = _comparable_options(cfg.optim), _comparable_options(self.run_config.optim)
+        for key in sorted(set(ours_opts) | set(theirs_opts)):
+            mine, source = ours_opts.get(key, _UNSET), theirs_opts.get(key, _UNSET)
+            if mine != source:
+                raise ConfigError(
+                    f"init_optimizer=true: optim.options.{key}={_show(mine)} but {self.describe()} was trained "
+                    f"with optim.options.{key}={_show(source)}; its optimiser state belongs to those options "
+                    "(e.g. GaLore's rank sets the shapes of its moments)",
+                    hint="set init_optimizer=false (a fresh optimiser), or use the source's options: "
+                    + (f"optim.options.{key}={_show(source)}" if source is not _UNSET else f"remove optim.options.{key}"),
+                )
 
     def _tokenizer_hint(self) -> str:
         if self.kind == "hf":
@@ -260,6 +274,11 @@ class InitSource:
         names = [n for group in ours["param_groups"] for n in group["params"]]
         matched = [n for n in names if n in source and n in params and shapes.get(n) == tuple(params[n].shape)]
         if matched:
+            from pretrainlab.optim.state_check import check_state_shapes
+
+            check_state_shapes(optimizer, params, {n: source[n] for n in matched}, source=self.describe(),
+                               hint="the source's config.yaml does not describe its optimiser state: set "
+                               "init_optimizer=false (a fresh optimiser)")
             partial = {"state": {n: source[n] for n in matched}, "param_groups": ours["param_groups"]}
             set_optimizer_state_dict(model, optimizer, partial,
                                      options=StateDictOptions(full_state_dict=True, strict=False))
@@ -275,6 +294,25 @@ class InitSource:
 
 def _quiet(_: str) -> None:
     pass
+
+
+_UNSET: Any = object()
+
+
+def _show(value: Any) -> str:
+    return "(unset)" if value is _UNSET else repr(value)
+
+
+def _comparable_options(optim: Any) -> dict[str, Any]:
+    """`optim.options` as the optimiser reads them: galore/fira's parsed (defaults filled, so writing a
+    default out equals leaving it unset); any other optimiser's as written."""
+    if optim.name in ("galore", "fira"):
+        from dataclasses import asdict
+
+        from pretrainlab.optim.galore_options import parse_options
+
+        return asdict(parse_options(optim))
+    return dict(optim.options)
 
 
 def _linear_of(model: ModelConfig) -> tuple[str, dict[str, Any]]:

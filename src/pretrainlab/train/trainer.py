@@ -427,7 +427,18 @@ class Trainer:
                 "to continue anyway",
             )
         load_full_model_state(self.wrapped, model_state, self.ctx)
+        from pretrainlab.optim.state_check import changed_hyperparameters, check_state_shapes, hyperparameters
+
+        check_state_shapes(self.optimizer, dict(self.module.named_parameters()), state["optimizer"].get("state", {}),
+                           source=f"--resume from {path}",
+                           hint="resume with the optim.name and optim.options the run was started with (its "
+                           "config.yaml), or start a new run from it with init_from (a fresh optimiser)")
+        configured = hyperparameters(self.optimizer)
         load_full_optimizer_state(self.wrapped, self.optimizer, state["optimizer"], self.ctx)
+        changed = changed_hyperparameters(configured, hyperparameters(self.optimizer))
+        if changed:
+            self._say("warning: --resume keeps the checkpoint's optimiser hyperparameters, not the config's: "
+                      + "; ".join(changed) + " (optim.lr and the schedule are the config's)")
         for group in self.optimizer.param_groups:
             group["base_lr"] = self.cfg.optim.lr
         self.loader.load_state_dict(state["loader"], allow_fingerprint_change=allow)
