@@ -123,6 +123,23 @@ def test_dense_to_low_rank_needs_a_low_rank_target():
         dense_to_low_rank(_model(0), _model(1))
 
 
+def test_convert_model_config_checks_ranks_against_the_preset_width():
+    """A preset fixes d_model (1b: 2048): rank 512 is valid there (it used to be checked against 64 x 64)."""
+    run = RunConfig.model_validate({"model": {"preset": "1b"}})
+    out = convert_model_config(run, "low_rank", {"rank": 512})
+    assert out.model.linear_options == {"rank": 512} and out.model.preset == "1b"
+    assert convert_model_config(ModelConfig(preset="1b"), "sparse_low_rank", {"rank": 2048}).linear_options["rank"] == 2048
+    with pytest.raises(ConfigError, match=r"model\.linear_options\.rank: 2049 is outside 1\.\.2048"):
+        convert_model_config(run, "low_rank", {"rank": 2049})
+    # no width yet (e.g. filled later by init_from): only what needs no shape is checked
+    assert convert_model_config(ModelConfig(), "low_rank", {"rank": 512}).linear_options == {"rank": 512}
+    for options, field in (({"rank": 0}, "rank"), ({}, "rank"), ({"rank": 4, "init": "x"}, "init")):
+        with pytest.raises(ConfigError, match=rf"model\.linear_options\.{field}"):
+            convert_model_config(ModelConfig(), "low_rank", options)
+    with pytest.raises(ConfigError, match=r"linear 'dense' takes no options"):
+        convert_model_config(ModelConfig(), "dense", {"rank": 4})
+
+
 def test_convert_model_config():
     run = RunConfig.model_validate({"model": {"d_model": 64, "n_layers": 2}})
     out = convert_model_config(run, "low_rank", {"rank": 16})

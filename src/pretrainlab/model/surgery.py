@@ -45,18 +45,50 @@ C = TypeVar("C", ModelConfig, RunConfig)
 def convert_model_config(cfg: C, linear: str, options: Mapping[str, Any] | None = None) -> C:
     """`cfg` (a RunConfig or its ModelConfig) with `model.linear=linear` and `model.linear_options=options`.
 
-    The name and options are checked as the model build would check them (one projection of d_model x
-    d_model, or 64 x 64 when the config has no d_model yet, built on the meta device): a ConfigError names
-    `model.linear` or `model.linear_options.<key>`.
+    The name and options are checked as the model build would check them: a ConfigError names `model.linear`
+    or `model.linear_options.<key>`. When the config fixes the width (`d_model`, or a `preset`'s, resolved
+    through model/resolve.py) one d_model x d_model projection is built on the meta device, the smallest
+    matrix of a block (every projection has min(in, out) = d_model), so e.g. a rank above d_model is refused.
+    When it does not (the sizes come later, e.g. from `init_from`), only the shape-free checks run (names,
+    types and ranges of the options: the linear's `callbacks` check and a build at a width no rank fails).
     """
     model = cfg.model if isinstance(cfg, RunConfig) else cfg
     opts = dict(options or {})
-    d = int(model.d_model or 64)
-    check_linear(linear, opts, d, d, bias=model.bias)
+    width = known_width(model)
+    if width is None:
+        check_linear_options(linear, opts, bias=model.bias)
+    else:
+        check_linear(linear, opts, width, width, bias=model.bias)
     new_model = model.model_copy(update={"linear": linear, "linear_options": opts})
     if isinstance(cfg, RunConfig):
         return cfg.model_copy(update={"model": new_model})
     return new_model  # type: ignore[return-value]
+
+
+def known_width(model: ModelConfig) -> int | None:
+    """The d_model a config builds with when it fixes one (explicitly or through its `preset`), else None."""
+    if model.d_model is None and model.preset is None:
+        return None
+    from pretrainlab.model.resolve import resolve_model_config
+
+    vocab = model.vocab_size or 1  # sizes do not depend on the data; any vocabulary and length pass
+    return int(resolve_model_config(model, vocab_size=vocab, seq_len=model.max_seq_len or 1).d_model)
+
+
+_UNKNOWN_WIDTH = 1 << 14  # a width no rank option fails against (meta device: nothing is allocated)
+
+
+def check_linear_options(linear: str, options: dict[str, Any], *, bias: bool) -> None:
+    """The checks of `linear` and its options that need no matrix shape: the linear's own shape-free check
+    (its `callbacks` function, which the trainer also runs before building) when it has one, then a build
+    on the meta device at a width no rank option fails against (e.g. neither `rank` nor `rank_fraction`)."""
+    from pretrainlab.model import decoder as _decoder  # noqa: F401  (registers the built-in linears)
+    from pretrainlab.model.registries import LINEARS
+
+    shape_free = getattr(LINEARS.get(linear, field="model.linear"), "callbacks", None)
+    if callable(shape_free):
+        shape_free(dict(options))
+    check_linear(linear, options, _UNKNOWN_WIDTH, _UNKNOWN_WIDTH, bias=bias)
 
 
 def check_linear(linear: str, options: dict[str, Any], in_features: int, out_features: int, *, bias: bool) -> None:
