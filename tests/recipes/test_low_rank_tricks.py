@@ -124,6 +124,57 @@ def test_momentum_reset_step_and_options_are_checked(data, tmp_path):
             Trainer(tiny_run_config(tmp_path, data, name="bad", callbacks=[{"name": name, "options": options}]))
 
 
+class _AdamWithout(torch.optim.AdamW):
+    """AdamW that declares (optim/state_check.py `state_shapes`) a state without some moments: `drop` for
+    every parameter, or for the B factors only (`only_b`)."""
+
+    drop: tuple[str, ...] = ()
+    only_b = False
+
+    def state_shapes(self, p, group):
+        shape = tuple(p.shape)
+        out = {"step": (), "exp_avg": shape, "exp_avg_sq": shape}
+        if not self.only_b or shape[1] == 8:  # B (out, r = 8); A is (8, in)
+            out = {k: v for k, v in out.items() if k not in self.drop}
+        return out
+
+
+def _with_optimizer(trainer: Trainer, optimizer: torch.optim.Optimizer) -> Trainer:
+    trainer.optimizer = optimizer
+    return trainer
+
+
+@pytest.mark.parametrize(("options", "drop", "only_b", "field", "lacks"), [
+    ({}, ("exp_avg",), False, "scope", "exp_avg"),
+    ({"scope": "all"}, ("exp_avg", "exp_avg_sq"), False, "scope", "exp_avg and exp_avg_sq"),
+    ({}, ("exp_avg_sq",), False, "second", "exp_avg_sq"),
+])
+def test_momentum_reset_checks_the_optimiser_keeps_the_moments(data, tmp_path, options, drop, only_b, field, lacks):
+    cfg = tiny_run_config(tmp_path, data, model=LOW_RANK, train={"steps": 2}, eval={"every": None},
+                          callbacks=[{"name": "momentum_reset", "options": {"every": 1, **options}}])
+    trainer = Trainer(cfg)
+    opt = _AdamWithout(trainer.optimizer.param_groups)
+    opt.drop, opt.only_b = drop, only_b
+    with pytest.raises(ConfigError, match=rf"callbacks\.0\.options\.{field}: momentum_reset resets {lacks} of the "
+                       r"chosen parameters .* which optim\.name=adamw \(_AdamWithout\) does not keep for any of them"):
+        _with_optimizer(trainer, opt).fit()
+    sgd = Trainer(cfg.model_copy(update={"name": "sgd"}))
+    with pytest.raises(ConfigError, match=r"callbacks\.0\.options\.scope: .* \(SGD\) does not keep"):
+        _with_optimizer(sgd, torch.optim.SGD(sgd.optimizer.param_groups, lr=0.1, momentum=0.9)).fit()
+
+
+def test_momentum_reset_warns_once_when_only_some_parameters_have_moments(data, tmp_path, capsys):
+    cfg = tiny_run_config(tmp_path, data, model=LOW_RANK, train={"steps": 2}, eval={"every": None},
+                          callbacks=[{"name": "momentum_reset", "options": {"every": 1}}])
+    trainer = Trainer(cfg)
+    opt = _AdamWithout(trainer.optimizer.param_groups)
+    opt.drop, opt.only_b = ("exp_avg_sq",), True
+    _with_optimizer(trainer, opt).fit()
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "callbacks.0 (momentum_reset, scope=low_rank): 8 of 16 chosen parameters" in warnings[0]
+    assert "blocks.0.attn.qkv.B (exp_avg_sq)" in warnings[0] and "and 5 more" in warnings[0]
+
+
 @pytest.mark.parametrize("name", ["refactorize", "momentum_reset"])
 def test_a_dense_model_is_refused_naming_the_linear(data, tmp_path, name):
     trainer = Trainer(tiny_run_config(tmp_path, data, callbacks=[{"name": name}], train={"steps": 2}))

@@ -8,7 +8,7 @@ none of that, and a mismatch surfaces steps later as a shape error deep in the o
 with what the optimiser would create for that parameter in its current group, and refuses clearly.
 
 Expected shapes come from the optimiser's own `state_shapes(param, group)` method when it has one (GaLore
-and Fira, optim/galore.py), else from torch's Adam/AdamW layout; other optimisers are not checked.
+and Fira, optim/galore.py), else from torch's Adam/AdamW (or SGD) layout; other optimisers are not checked.
 Used by `init_from` with `init_optimizer: true` (train/init_from.py) and by `--resume` (train/trainer.py).
 """
 
@@ -38,6 +38,8 @@ def expected_state_shapes(optimizer: torch.optim.Optimizer, param: Tensor,
         if group.get("amsgrad"):
             out["max_exp_avg_sq"] = shape
         return out
+    if isinstance(optimizer, torch.optim.SGD):
+        return {"momentum_buffer": tuple(param.shape)} if group.get("momentum") else {}
     return None
 
 

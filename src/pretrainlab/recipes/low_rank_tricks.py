@@ -21,6 +21,9 @@ LLMs: recent algorithmic advances and benchmarking*) as two callbacks for `model
   `reset_step`: with it kept, the first update after a reset is a damped one (m/sqrt(v) about
   (1 - beta1)/sqrt(1 - beta2) of a unit step) that grows back over ~1/(1 - beta1) steps; with `reset_step`
   the optimiser restarts exactly as a fresh one would (the public code's LORO optimiser re-creates AdamW).
+  Checked when training starts: an optimiser that keeps no `exp_avg` (or, with `second`, no `exp_avg_sq`)
+  for any of the chosen parameters is a ConfigError naming `callbacks.<i>.options.scope` (or `.second`); one
+  that keeps them for only some gets one warning naming the others.
 
 Both run in `on_step_end` of the steps that are multiples of `every` (after the update, before that step's
 checkpoint), so the events derive from `trainer.step` alone: they keep no state and a resumed run repeats
@@ -151,6 +154,52 @@ class MomentumReset(Callback):
 
     def on_train_start(self, trainer: Trainer) -> None:
         _check_model(trainer, self.name, need_low_rank=self.scope == "low_rank")
+        self.check_optimizer(trainer)
+
+    def check_optimizer(self, trainer: Trainer) -> None:
+        """Before the first step: the optimiser must keep `exp_avg` (and `exp_avg_sq` with `second`) for the
+        chosen parameters. ConfigError naming the option when none of them has it; one warning listing
+        those without it when only some have it (their moments are not reset). An optimiser whose state
+        layout is unknown before its first step (no `state_shapes`, not torch Adam/AdamW) is checked at the
+        first reset instead (`reset_moments`)."""
+        from pretrainlab.optim.state_check import expected_state_shapes
+
+        optimizer = trainer.optimizer
+        group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+        names = {id(p): n for n, p in trainer.module.named_parameters()}
+        chosen = self.parameters(trainer.module)
+        lacking: dict[str, list[str]] = {}  # name -> the moments it lacks
+        for p in chosen:
+            group = group_of.get(id(p))
+            keys = None if group is None else expected_state_shapes(optimizer, p, group)
+            if group is not None and keys is None:
+                if not optimizer.state.get(p):
+                    return  # layout unknown until a step: reset_moments checks at the first reset
+                keys = dict(optimizer.state[p])
+            missing = [k for k in ("exp_avg", "exp_avg_sq")[: 2 if self.second else 1] if keys is None or k not in keys]
+            if missing:
+                lacking[names.get(id(p), "?")] = missing if group is not None else ["(not optimised)"]
+        if not lacking:
+            return
+        field = self._field(trainer)
+        what = f"optim.name={trainer.cfg.optim.name} ({type(optimizer).__name__})"
+        if len(lacking) == len(chosen):
+            first = next(iter(lacking.values()))
+            option, hint = ((f"{field}.options.second", "set second: false (reset the first moment only), or use "
+                             "optim.name=adamw, galore or fira") if first == ["exp_avg_sq"] else
+                            (f"{field}.options.scope", "use momentum_reset with optim.name=adamw, galore or fira"))
+            raise ConfigError(
+                f"{option}: momentum_reset resets {' and '.join(first)} of the chosen parameters (scope="
+                f"{self.scope}, second={str(self.second).lower()}), which {what} does not keep for any of them",
+                hint=hint)
+        listed = ", ".join(f"{n} ({'/'.join(m)})" for n, m in list(lacking.items())[:3])
+        more = f" and {len(lacking) - 3} more" if len(lacking) > 3 else ""
+        trainer._say(f"warning: {field} (momentum_reset, scope={self.scope}): {len(lacking)} of {len(chosen)} chosen "
+                     f"parameters have no such moment under {what}, so theirs are not reset: {listed}{more}")
+
+    def _field(self, trainer: Trainer) -> str:
+        index = [i for i, c in enumerate(trainer.cfg.callbacks) if c.name == self.name]
+        return f"callbacks.{index[0]}" if index else f"callback {self.name!r}"
 
     def on_step_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         if trainer.step % self.every == 0:
