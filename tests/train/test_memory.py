@@ -202,6 +202,26 @@ def test_end_line_has_peak_and_estimate(tmp_path: Path, capsys: pytest.CaptureFi
     assert end["memory_estimate_mb"] > end["memory_baseline_mb"] > 50
 
 
+def test_the_cuda_peak_is_reset_when_a_trainer_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA's allocator peak is reset at trainer start (the end line's peak is the run's own); the CPU's
+    ru_maxrss is the process's lifetime peak and cannot be: nothing is called there."""
+    import pretrainlab.train.memory as memory
+    from pretrainlab.train.trainer import Trainer
+
+    calls: list[str] = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append(str(device)))
+    memory.reset_peak_memory(torch.device("cpu"))
+    assert calls == []
+    memory.reset_peak_memory(torch.device("cuda", 0))
+    assert calls == ["cuda:0"]
+    seen: list[torch.device] = []
+    monkeypatch.setattr(memory, "reset_peak_memory", lambda device: seen.append(device))
+    rng = np.random.default_rng(0)
+    data = make_prepared(tmp_path / "data", {"web": random_docs(rng, 10)})
+    trainer = Trainer(tiny_run_config(tmp_path / "runs", data, train={"steps": 2}))
+    assert seen == [trainer.device]
+
+
 def test_report_says_masked_matmuls_save_no_time(tmp_path: Path) -> None:
     from pretrainlab.science.report_doc import Para
     from pretrainlab.science.report_run import MASKED_FLOPS_NOTE, RunData, run_section

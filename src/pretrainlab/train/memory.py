@@ -64,10 +64,20 @@ def peak_rss_bytes() -> int:
 
 
 def peak_memory_bytes(device: torch.device) -> int:
-    """The measured peak: CUDA allocator peak (torch.cuda.max_memory_allocated) on a GPU, else peak RSS."""
+    """The measured peak: CUDA allocator peak (torch.cuda.max_memory_allocated, since `reset_peak_memory`
+    at trainer start) on a GPU, else peak RSS. The CPU figure is the peak over the process's whole life
+    (ru_maxrss cannot be reset): a run in a process that did other work first reports that work's peak
+    when it was higher."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return peak_rss_bytes()
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start the run's CUDA peak afresh (torch.cuda.reset_peak_memory_stats); a no-op on the CPU, whose
+    peak RSS is the process's lifetime peak."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 # ---------------------------------------------------------------------------------------------- estimate

@@ -100,9 +100,10 @@ class Trainer:
             prepare_run_dir(cfg, resume=resume)
         _barrier(self.ctx)
 
-        from pretrainlab.train.memory import current_rss_bytes
+        from pretrainlab.train.memory import current_rss_bytes, reset_peak_memory
 
         self.memory_baseline_rss = current_rss_bytes()  # the CPU memory estimate's baseline: before the model
+        reset_peak_memory(self.device)  # CUDA: the end line's peak is this run's (CPU: the process's lifetime peak)
         _seed_everything(cfg.seed)
         _set_deterministic(cfg.train.deterministic, self.device)
         model = build_model(self.model_cfg)
