@@ -137,6 +137,7 @@ _SCIENCE_COMMANDS = (
     "pretrainlab.science.replicate_cli",
     "pretrainlab.science.memory_cli",
     "pretrainlab.eval.lm_eval_cli",
+    "pretrainlab.eval.truncate",
 )
 
 
