@@ -86,7 +86,7 @@ def init_distributed(parallel: str, device: str = "auto") -> DistContext:
     if parallel not in PARALLEL_MODES:
         raise ConfigError(f"parallel: {parallel!r} is not one of {', '.join(PARALLEL_MODES)}")
     world_size = _env_int("WORLD_SIZE", 1)
-    rank = _env_int("RANK", 0)
+    _env_int("RANK", 0)  # checked only (a malformed RANK is an error); the process group gives the rank
     local_rank = _env_int("LOCAL_RANK", 0)
     dev = resolve_device(device, local_rank)
     if world_size <= 1:
