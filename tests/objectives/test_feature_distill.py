@@ -178,3 +178,28 @@ def test_teacher_of_another_shape_or_none_is_refused(setup):
 def test_bad_options_name_their_field(options):
     with pytest.raises(ConfigError, match=r"objective_options\.(kappa|alpha)"):
         build_objective("feature_distill", options)
+
+
+def test_the_teacher_meters_share_one_implementation_that_prints_without_a_trainer_say(capsys):
+    """feature_distill's meter is distill's bookkeeping (TeacherMeter), with its print fallback for a trainer
+    without `_say` (main process only) and the teacher-cost line at the end."""
+    from types import SimpleNamespace
+
+    from pretrainlab.objectives.distill import DistillMeter, TeacherMeter
+    from pretrainlab.objectives.feature_distill import FeatureDistillMeter
+
+    assert issubclass(FeatureDistillMeter, TeacherMeter) and issubclass(DistillMeter, TeacherMeter)
+    meter = FeatureDistillMeter(FeatureDistill(kappa=1.0), "RUN")
+    trainer = SimpleNamespace(is_main=True, elapsed_s=2.0)
+    meter.on_train_start(trainer)
+    metrics = {"fd_tokens": 4.0, "ce_sum": 8.0, "feature_mse_sum": 2.0, "teacher_s": 0.5}
+    meter.on_step_end(trainer, metrics)
+    assert metrics == {"ce": 2.0, "feature_mse": 0.5, "teacher_s": 0.5, "teacher_total_s": 0.5}
+    meter.on_train_end(trainer)
+    out = capsys.readouterr().out
+    assert "teacher      RUN; feature distillation, kappa 1" in out and "teacher cost 0.5 s of 2.0 s" in out
+    quiet = FeatureDistillMeter(FeatureDistill(kappa=0.0), "RUN")
+    quiet.on_train_start(SimpleNamespace(is_main=False, elapsed_s=0.0))
+    quiet.on_train_end(SimpleNamespace(is_main=True, elapsed_s=0.0))  # kappa 0: the teacher never ran
+    assert capsys.readouterr().out == ""
+    assert meter.state_dict() == {"teacher_total_s": 0.5}

@@ -163,27 +163,33 @@ def wait_for_device(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class DistillMeter(Callback):
-    """Added by `Distill.bind`: the step's `ce_sum`/`kl_sum` (summed over micro-batches by the trainer)
-    become the means `ce`/`kl`; `teacher_total_s` accumulates `teacher_s` and is checkpointed, so the end
-    line carries the run's whole teacher cost."""
+class TeacherMeter(Callback):
+    """The bookkeeping shared by the objectives that learn from a teacher (`distill`, `feature_distill`), one
+    callback each (added by their `bind`): the step's `<key>_sum` metrics of `mean_keys` (summed over
+    micro-batches by the trainer) become token means `<key>` over the step's `tokens_key` count;
+    `teacher_total_s` accumulates `teacher_s` and is checkpointed, so the end line carries the run's whole
+    teacher cost, which the end of training also prints when the teacher ran. Subclasses set `name`,
+    `tokens_key`, `mean_keys` and say what their start line reads (`start_line`) and whether the teacher
+    runs at all (`teacher_runs`)."""
 
-    name = "distill"
+    tokens_key = ""
+    mean_keys: tuple[str, ...] = ()
 
-    def __init__(self, objective: Distill, runs: list[str]) -> None:
-        self.objective = objective
-        self.runs = runs
+    def __init__(self) -> None:
         self.teacher_total_s = 0.0
 
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def teacher_runs(self) -> bool:
+        return True
+
     def on_train_start(self, trainer: Trainer) -> None:
-        o = self.objective
-        what = self.runs[0] if len(self.runs) == 1 else f"ensemble of {len(self.runs)} (mean of {o.combine})"
-        run_note = "" if o.alpha > 0 else "; alpha = 0: the teacher is not run"
-        _say(trainer, f"teacher      {what}; alpha {o.alpha:g}, temperature {o.temperature:g}{run_note}")
+        say(trainer, self.start_line())
 
     def on_step_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
-        n = metrics.pop("distill_tokens", 0.0)
-        for key in ("ce", "kl"):
+        n = metrics.pop(self.tokens_key, 0.0)
+        for key in self.mean_keys:
             total = metrics.pop(f"{key}_sum", None)
             if total is not None and n > 0:
                 metrics[key] = total / n
@@ -191,8 +197,8 @@ class DistillMeter(Callback):
         metrics["teacher_total_s"] = round(self.teacher_total_s, 6)
 
     def on_train_end(self, trainer: Trainer) -> None:
-        if self.objective.alpha > 0:
-            _say(trainer, f"teacher cost {self.teacher_total_s:.1f} s of {trainer.elapsed_s:.1f} s training wall time")
+        if self.teacher_runs():
+            say(trainer, f"teacher cost {self.teacher_total_s:.1f} s of {trainer.elapsed_s:.1f} s training wall time")
 
     def state_dict(self) -> dict[str, Any]:
         return {"teacher_total_s": self.teacher_total_s}
@@ -201,10 +207,34 @@ class DistillMeter(Callback):
         self.teacher_total_s = float(state.get("teacher_total_s", 0.0))
 
 
-def _say(trainer: Trainer, text: str) -> None:
-    say = getattr(trainer, "_say", None)
-    if callable(say):
-        say(text)
+class DistillMeter(TeacherMeter):
+    """Added by `Distill.bind`: `ce` and `kl` as token means, and the teacher's cost (see TeacherMeter)."""
+
+    name = "distill"
+    tokens_key = "distill_tokens"
+    mean_keys = ("ce", "kl")
+
+    def __init__(self, objective: Distill, runs: list[str]) -> None:
+        super().__init__()
+        self.objective = objective
+        self.runs = runs
+
+    def start_line(self) -> str:
+        o = self.objective
+        what = self.runs[0] if len(self.runs) == 1 else f"ensemble of {len(self.runs)} (mean of {o.combine})"
+        run_note = "" if o.alpha > 0 else "; alpha = 0: the teacher is not run"
+        return f"teacher      {what}; alpha {o.alpha:g}, temperature {o.temperature:g}{run_note}"
+
+    def teacher_runs(self) -> bool:
+        return self.objective.alpha > 0
+
+
+def say(trainer: Trainer, text: str) -> None:
+    """Print `text` through the trainer's own output (its `_say`: the main process only), or on the main
+    process when the trainer has none."""
+    out = getattr(trainer, "_say", None)
+    if callable(out):
+        out(text)
     elif getattr(trainer, "is_main", True):
         print(text, flush=True)
 

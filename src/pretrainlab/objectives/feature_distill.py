@@ -33,9 +33,8 @@ from torch import nn
 from pretrainlab.data.batch import Batch
 from pretrainlab.errors import ConfigError
 from pretrainlab.objectives.base import OBJECTIVES, ObjectiveOutput, unwrap
-from pretrainlab.objectives.distill import load_teacher, wait_for_device
+from pretrainlab.objectives.distill import TeacherMeter, load_teacher, wait_for_device
 from pretrainlab.objectives.next_token import NextToken
-from pretrainlab.train.callbacks import Callback
 
 if TYPE_CHECKING:
     from torch.utils.hooks import RemovableHandle
@@ -182,41 +181,25 @@ def feature_mse_per_token(student: list[torch.Tensor], teacher: list[torch.Tenso
     return total / len(student)
 
 
-class FeatureDistillMeter(Callback):
-    """Added by `FeatureDistill.bind`: the step's `ce_sum`/`feature_mse_sum` become the token means `ce` and
-    `feature_mse`; `teacher_total_s` accumulates `teacher_s` and is checkpointed."""
+class FeatureDistillMeter(TeacherMeter):
+    """Added by `FeatureDistill.bind`: `ce` and `feature_mse` as token means, and the teacher's cost (the
+    bookkeeping `distill` shares: objectives/distill.py TeacherMeter)."""
 
     name = "feature_distill"
+    tokens_key = "fd_tokens"
+    mean_keys = ("ce", "feature_mse")
 
     def __init__(self, objective: FeatureDistill, run: str) -> None:
+        super().__init__()
         self.objective = objective
         self.run = run
-        self.teacher_total_s = 0.0
 
-    def on_train_start(self, trainer: Trainer) -> None:
+    def start_line(self) -> str:
         note = "" if self.objective.kappa > 0 else "; kappa = 0: the teacher is not run"
-        _say(trainer, f"teacher      {self.run}; feature distillation, kappa {self.objective.kappa:g}{note}")
+        return f"teacher      {self.run}; feature distillation, kappa {self.objective.kappa:g}{note}"
 
-    def on_step_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
-        n = metrics.pop("fd_tokens", 0.0)
-        for key in ("ce", "feature_mse"):
-            total = metrics.pop(f"{key}_sum", None)
-            if total is not None and n > 0:
-                metrics[key] = total / n
-        self.teacher_total_s += float(metrics.get("teacher_s", 0.0))
-        metrics["teacher_total_s"] = round(self.teacher_total_s, 6)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"teacher_total_s": self.teacher_total_s}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.teacher_total_s = float(state.get("teacher_total_s", 0.0))
-
-
-def _say(trainer: Trainer, text: str) -> None:
-    say = getattr(trainer, "_say", None)
-    if callable(say):
-        say(text)
+    def teacher_runs(self) -> bool:
+        return self.objective.kappa > 0
 
 
 @OBJECTIVES.register("feature_distill")
