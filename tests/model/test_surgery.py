@@ -162,3 +162,43 @@ def test_pela_rank():
     assert pela_rank(768, 768, 2) == 192 and pela_rank(768, 3072, 3) == 204
     with pytest.raises(ValueError):
         pela_rank(8, 8, 0)
+
+
+def test_init_from_and_load_converted_refuse_bad_tensors_alike():
+    """The shared TensorCopier (model/tensor_copy.py): a tensor of another shape, one the model lacks, one
+    the source lacks: the same CheckpointError from init_from's plain copy and from load_converted."""
+    from pathlib import Path
+
+    from pretrainlab.errors import CheckpointError
+    from pretrainlab.model.tensor_copy import TensorCopier
+    from pretrainlab.train.init_from import InitSource
+
+    source = dict(_model(0).state_dict())
+    copier = TensorCopier(_model(1).state_dict(), "the source")
+    assert copier.copy("norm.weight", source["norm.weight"]) and not copier.copy("nope", torch.ones(1))
+    assert copier.extra == ["nope"] and copier.seen == {"norm.weight"}
+    cases = {
+        "shape": ({**source, "norm.weight": torch.ones(7)}, r"the source: tensor 'norm\.weight' has shape \(7,\), "
+                  r"the run's model \(32,\)"),
+        "extra": ({**source, "blocks.0.extra": torch.ones(2)}, r"the source holds tensors the run's model lacks: "
+                  r"blocks\.0\.extra"),
+        "missing": ({k: v for k, v in source.items() if k != "norm.weight"},
+                    r"the source has no tensor 'norm\.weight'\n"),
+    }
+    for name, (tensors, message) in cases.items():
+        plain = InitSource(path=Path("src"), kind="run", model=ModelConfig(**BASE))
+        plain.describe = lambda: "the source"  # type: ignore[method-assign]
+        plain.tensors = lambda t=tensors: iter(t.items())  # type: ignore[method-assign]
+        with pytest.raises(CheckpointError, match=message):
+            plain._copy_into(_model(1))
+        with pytest.raises(CheckpointError, match=message):
+            load_converted(tensors.items(), _model(1), describe="the source")
+        low = _model(1, linear="low_rank", linear_options={"rank": 4})  # projections converted, the rest copied
+        with pytest.raises(CheckpointError, match=message):
+            load_converted(tensors.items(), low, describe="the source")
+    # and a complete source loads through both
+    target = _model(1)
+    ok = InitSource(path=Path("src"), kind="run", model=ModelConfig(**BASE))
+    ok.tensors = lambda: iter(source.items())  # type: ignore[method-assign]
+    ok._copy_into(target)
+    assert all(torch.equal(target.state_dict()[k], v) for k, v in source.items())

@@ -253,13 +253,13 @@ def load_converted(
     target's. Tensors outside the projections must match by name and shape; a projection's tensors are held
     only until its last one arrives. CheckpointError names a missing, extra or misshapen tensor.
     """
-    expected = target.state_dict()
+    from pretrainlab.model.tensor_copy import TensorCopier
+
+    copier = TensorCopier(target.state_dict(), describe)
     targets = projections(target)
     source_keys: dict[str, tuple[str, ...]] = {}
     pending: dict[str, dict[str, Tensor]] = {}
     report = ConversionReport()
-    seen: set[str] = set()
-    extra: list[str] = []
     opts = dict(source_options or {})
 
     def source_module(prefix: str) -> nn.Module:
@@ -272,37 +272,21 @@ def load_converted(
             if prefix not in source_keys:
                 source_keys[prefix] = tuple(source_module(prefix).state_dict())
             if leaf not in source_keys[prefix]:
-                extra.append(name)
+                copier.extra.append(name)
                 continue
             pending.setdefault(prefix, {})[leaf] = t
             if len(pending[prefix]) == len(source_keys[prefix]):
                 _convert_one(prefix, pending.pop(prefix), source_module(prefix), targets[prefix], report, describe)
-                seen.update(k for k in expected if k.startswith(prefix + "."))
+                copier.mark_loaded(k for k in copier.expected if k.startswith(prefix + "."))
             continue
-        dst = expected.get(name)
-        if dst is None:
-            extra.append(name)
-            continue
-        if tuple(t.shape) != tuple(dst.shape):
-            raise CheckpointError(
-                f"{describe}: tensor {name!r} has shape {tuple(t.shape)}, the run's model {tuple(dst.shape)}",
-                hint="leave the model's shape fields unset so init_from fills them from the source",
-            )
-        dst.copy_(t)
-        seen.add(name)
-        report.copied.append(name)
-    if extra:
-        raise CheckpointError(f"{describe} holds tensors the run's model lacks: {', '.join(extra[:5])}",
-                              hint="the source was trained with other model components")
+        if copier.copy(name, t):
+            report.copied.append(name)
+    copier.raise_extra()
     for prefix, got in pending.items():
         lacking = [k for k in source_keys[prefix] if k not in got]
         raise CheckpointError(f"{describe} has no tensor {prefix}.{lacking[0]!r}",
                               hint="the source does not hold a complete pretrainlab decoder")
-    missing = [n for n in expected if n not in seen]
-    if missing:
-        raise CheckpointError(f"{describe} has no tensor {missing[0]!r}"
-                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
-                              hint="the source does not hold a complete pretrainlab decoder")
+    copier.raise_missing()
     return report
 
 

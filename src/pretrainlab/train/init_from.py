@@ -220,34 +220,13 @@ class InitSource:
 
     def _copy_into(self, model: nn.Module) -> None:
         """Tensor by tensor into a model of the source's own parameterisation."""
-        import torch
+        from pretrainlab.model.tensor_copy import TensorCopier
 
-        expected = model.state_dict()  # views of the parameters: copying into them loads the model
-        seen: set[str] = set()
-        extra: list[str] = []
-        with torch.no_grad():
-            for name, t in self.tensors():
-                target = expected.get(name)
-                if target is None:
-                    extra.append(name)
-                    continue
-                if tuple(t.shape) != tuple(target.shape):
-                    raise CheckpointError(
-                        f"{self.describe()}: tensor {name!r} has shape {tuple(t.shape)}, the run's model "
-                        f"{tuple(target.shape)}",
-                        hint="leave the model's shape fields unset so init_from fills them from the source",
-                    )
-                target.copy_(t)
-                seen.add(name)
-                del t
-        if extra:
-            raise CheckpointError(f"{self.describe()} holds tensors the run's model lacks: {', '.join(extra[:5])}",
-                                  hint="the source was trained with other model components")
-        missing = [n for n in expected if n not in seen]
-        if missing:
-            raise CheckpointError(f"{self.describe()} has no tensor {missing[0]!r}"
-                                  + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
-                                  hint="the source does not hold a complete pretrainlab decoder")
+        copier = TensorCopier(model.state_dict(), self.describe())
+        for name, t in self.tensors():
+            copier.copy(name, t)
+            del t
+        copier.finish()
 
     # -- the optimiser ---------------------------------------------------------------------
 
