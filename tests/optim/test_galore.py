@@ -309,6 +309,21 @@ def test_state_dict_round_trip_gives_identical_next_steps(name: str) -> None:
         assert torch.equal(p, q)
 
 
+def test_a_state_of_other_options_is_refused_at_the_next_step() -> None:
+    """A state made at rank 2 with the group's rank changed to 4 afterwards (what loading a state dict under
+    other options leaves): a clear error naming both shapes, not a shape error deep in a matmul."""
+    model = OneMatrix(16, 8)
+    opt = build_optimizer(model, galore_cfg(rank=2, min_dim=1, update_proj_gap=2))
+    for _ in range(3):
+        model.w.grad = torch.randn(16, 8)
+        opt.step()
+    opt.param_groups[0]["rank"] = 4
+    model.w.grad = torch.randn(16, 8)
+    with pytest.raises(ConfigError, match=r"a \(16, 8\) matrix has moments \(16, 2\) and projection \(8, 2\), but "
+                       r"rank 4 and proj_type 'std' make \(16, 4\) and \(8, 4\)"):
+        opt.step()
+
+
 def test_a_first_step_at_lr_zero_only_allocates_the_state() -> None:
     """torch.distributed.checkpoint initialises an empty optimiser by a zero-gradient step at lr 0 before
     loading into it: that must not fix a projection from the zero gradient nor count a step."""

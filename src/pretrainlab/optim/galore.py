@@ -134,6 +134,13 @@ class GaLoreAdamW(torch.optim.Optimizer):
                 state["residual_norm"] = torch.tensor(0.0, dtype=torch.float32, device=p.device)
             if group["lr"] == 0:
                 return
+        elif tuple(state["exp_avg"].shape) != layout.moment_shape or tuple(state["proj"].shape) != layout.proj_shape:
+            raise ConfigError(
+                f"galore/fira: the optimiser state of a {tuple(p.shape)} matrix has moments "
+                f"{tuple(state['exp_avg'].shape)} and projection {tuple(state['proj'].shape)}, but rank "
+                f"{group['rank']} and proj_type {group['proj_type']!r} make {layout.moment_shape} and "
+                f"{layout.proj_shape}: the state was made with other optim.options",
+                hint="keep the optim.options the state was made with, or start the optimiser afresh")
         if state.get("refresh", False) or int(state["step"].item()) % group["update_proj_gap"] == 0:
             basis = top_singular_vectors(grad, layout)
             # no subspace in this gradient: keep the current one and refresh at the next step
