@@ -63,7 +63,7 @@ def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sweep, "run_sweep", run_sweep)
 
 TOY = Scale(train_tokens=8192, val_tokens=1024, seq_len=32, batch_rows=4, steps=4, n_layers=1, d_model=16,
-            n_heads=2, rank=4, lrs=(3e-3,))
+            n_heads=2, rank=4, lrs=(3e-3,), low_rank_lrs=(1e-2,))
 
 
 def test_registered_and_period_scaled_to_the_run() -> None:

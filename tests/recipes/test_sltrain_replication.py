@@ -66,7 +66,7 @@ def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sweep, "run_sweep", run_sweep)
 
 TOY = Scale(train_tokens=8192, val_tokens=1024, seq_len=32, batch_rows=4, steps=3, n_layers=1, d_model=16,
-            n_heads=2, rank=4, density=0.05, lrs=(3e-3,))
+            n_heads=2, rank=4, density=0.05, lrs=(3e-3,), low_rank_lrs=(1e-2,))
 PARAMS = {"dense": 100.0, "low_rank": 45.0, "sltrain": 44.0}
 
 
@@ -113,3 +113,17 @@ def test_protocol_runs_end_to_end(tiny_prepared: Path, tmp_path: Path, in_proces
     data = json.loads(write_replication(ctx.out, result).read_text())
     assert len(data["claims"]) == 3 and all(isinstance(c["holds"], bool) for c in data["claims"])
     assert all(len(v) == 1 and v[0] is not None for v in data["details"]["val_loss"].values())
+
+
+def test_tune_lr_runs_each_arms_own_grid(tiny_prepared: Path, tmp_path: Path, in_process: None) -> None:
+    from pretrainlab.recipes.sltrain_replication import base_tree
+    from pretrainlab.science.arms import tune_lr
+
+    ctx = ReplicationContext(out=tmp_path / "rep", scale="tiny", seeds=1, jobs=1, data=None)
+    base = base_tree(str(tiny_prepared), seq_len=32, batch_rows=4, steps=2, n_layers=1, d_model=16, n_heads=2,
+                     val_tokens=512)
+    arms = {"a": {}, "b": {"model.d_model": 32}}
+    chosen, losses = tune_lr(ctx, "grid", base, arms, {"a": [1e-3, 1e-2], "b": [3e-3]}, seed=0)
+    assert set(losses["a"]) == {1e-3, 1e-2} and losses["b"] == {}  # b has nothing to choose: not run
+    assert chosen["a"] == min(losses["a"], key=lambda lr: losses["a"][lr]) and chosen["b"] == 3e-3
+    assert len(list((ctx.out / "sweeps" / "grid" / "runs").iterdir())) == 2

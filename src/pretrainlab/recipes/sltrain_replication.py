@@ -14,13 +14,14 @@ token budget, data order and schedule, each over the same seeds:
 - `sltrain`: rank r plus the sparse part at density delta.
 Byte vocabulary (the embedding stays small, so the parameter ratio is the projections'), alpha = r / 4 as
 the paper's 60M script (r = 128, alpha = 32), AdamW without weight decay, cosine with 10% warm-up to 10%
-(the paper's schedule). The learning rate of every arm is the best of the same small grid on seed 0 (the
-paper uses 3e-3 for SLTrain; low-rank nets often want more); the compared runs use seeds 1..K, never the
-grid's seed. Rank and density apply per fused matrix (qkv is one matrix, gate_up another), so r is chosen
+(the paper's schedule). The learning rate of every arm is the best of a 3-point grid on seed 0, the same
+size for every arm: 1e-3..1e-2 for dense, 3e-3..3e-2 for the low-rank arms (the paper uses 3e-3 for
+SLTrain with alpha / r = 1/4; low-rank nets want more); the compared runs use seeds 1..K, never the grid's
+seed. Rank and density apply per fused matrix (qkv is one matrix, gate_up another), so r is chosen
 to put SLTrain's non-embedding parameters near the paper's share (~43% of dense at 60M by our arithmetic).
 
 Differences from the paper: a byte vocabulary and the built-in corpus (Python source) instead of T5 tokens
-on C4; ~0.4M tokens per run instead of 1.1B+; rank per fused matrix; lr from a 2-point grid per arm.
+on C4; ~0.4M tokens per run instead of 1.1B+; rank per fused matrix; lr from a 3-point grid per arm.
 """
 
 from __future__ import annotations
@@ -63,17 +64,24 @@ class Scale:
     n_heads: int
     rank: int
     density: float
-    lrs: tuple[float, ...]
+    lrs: tuple[float, ...]  # dense's lr grid
+    low_rank_lrs: tuple[float, ...]  # the low-rank and SLTrain arms' grid (as many points: the same budget)
+
+    def grids(self) -> dict[str, tuple[float, ...]]:
+        """Each arm's lr grid."""
+        return {"dense": self.lrs, "low_rank": self.low_rank_lrs, "sltrain": self.low_rank_lrs}
 
 
 SCALES: dict[str, Scale] = {
     # 400 steps of 1,024 tokens (0.41M tokens per run), d 128 x 4 layers: dense 0.85M non-embedding
-    # parameters, SLTrain 0.37M (44%); 15 runs, about 12 minutes on 2 cores.
+    # parameters, SLTrain 0.37M (44%); 18 runs.
     "tiny": Scale(train_tokens=2_000_000, val_tokens=32_768, seq_len=128, batch_rows=8, steps=400,
-                  n_layers=4, d_model=128, n_heads=4, rank=40, density=0.03, lrs=(3e-3, 1e-2)),
+                  n_layers=4, d_model=128, n_heads=4, rank=40, density=0.03, lrs=(1e-3, 3e-3, 1e-2),
+                  low_rank_lrs=(3e-3, 1e-2, 3e-2)),
     # 1,000 steps of 2,048 tokens (2M per run), d 192 x 6 layers: a few hours on 2 cores, minutes on a GPU.
     "small": Scale(train_tokens=8_000_000, val_tokens=65_536, seq_len=128, batch_rows=16, steps=1000,
-                   n_layers=6, d_model=192, n_heads=6, rank=60, density=0.03, lrs=(1e-3, 3e-3, 1e-2)),
+                   n_layers=6, d_model=192, n_heads=6, rank=60, density=0.03, lrs=(1e-3, 3e-3, 1e-2),
+                   low_rank_lrs=(3e-3, 1e-2, 3e-2)),
 }
 
 
@@ -189,8 +197,9 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
                      n_layers=scale.n_layers, d_model=scale.d_model, n_heads=scale.n_heads,
                      val_tokens=scale.val_tokens)
     arms = arm_models(scale)
-    _say(f"data {data}; arms {', '.join(arms)}; lr grid {list(scale.lrs)} on seed {GRID_SEED}")
-    lrs, grid = tune_lr(ctx, "sltrain-lr", base, arms, scale.lrs, GRID_SEED)
+    grids = scale.grids()
+    _say(f"data {data}; arms {', '.join(arms)}; lr grids {grids} on seed {GRID_SEED}")
+    lrs, grid = tune_lr(ctx, "sltrain-lr", base, arms, grids, GRID_SEED)
     _say("chosen lr: " + ", ".join(f"{a} {lr:g}" for a, lr in lrs.items()))
     seeds = list(range(GRID_SEED + 1, GRID_SEED + 1 + ctx.seeds))
     res = run_arms(ctx, "sltrain", base, {a: {**o, "optim.lr": lrs[a]} for a, o in arms.items()}, seeds)
@@ -203,7 +212,7 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
         claim_dense_best(losses["dense"], losses["sltrain"]),
     ]
     plot_train_curves(res, ctx.out / "plots" / "train_loss.png", title=f"SLTrain replication ({ctx.scale})")
-    edge = [a for a, lr in lrs.items() if len(scale.lrs) > 1 and lr in (min(scale.lrs), max(scale.lrs))]
+    edge = [a for a, lr in lrs.items() if len(grids[a]) > 1 and lr in (min(grids[a]), max(grids[a]))]
     notes = [
         f"Scale {ctx.scale}: byte vocabulary, d_model {scale.d_model}, {scale.n_layers} layers, sequence "
         f"{scale.seq_len}, {scale.steps} steps of {scale.seq_len * scale.batch_rows:,} tokens "
@@ -211,9 +220,7 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
         f"SLTrain rank {scale.rank} (alpha {scale.rank / 4:g}), density {scale.density}; low-rank rank "
         f"{arms['low_rank']['model.linear_options']['rank']} for equal parameters; rank and density apply per "
         "fused matrix (qkv, gate_up).",
-        "Learning rate per arm: best final val loss over the grid on seed 0 ("
-        + "; ".join(f"{a}: " + ", ".join(f"{lr:g} -> {v:.3f}" for lr, v in grid[a].items()) for a in grid if grid[a])
-        + ")." if any(grid.values()) else f"Learning rate {scale.lrs[0]:g} for every arm (no grid).",
+        _lr_note(lrs, grid),
         "Non-embedding parameters: " + ", ".join(f"{a} {p:,.0f} ({p / params['dense']:.0%})" for a, p in params.items())
         + "; the forward of sparse_low_rank materialises the dense matrix (pure PyTorch), so it saves no time.",
     ]
@@ -235,6 +242,13 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
     }
     return ReplicationResult(name="sltrain", paper=PAPER, scale=ctx.scale, seeds=len(seeds), wall_s=0.0,
                              claims=claims, notes=notes, details=details)
+
+
+def _lr_note(lrs: dict[str, float], grid: dict[str, dict[float, float]]) -> str:
+    if not any(grid.values()):
+        return "Learning rates (no grid): " + ", ".join(f"{a} {lr:g}" for a, lr in lrs.items()) + "."
+    tried = "; ".join(f"{a}: " + ", ".join(f"{lr:g} -> {v:.3f}" for lr, v in g.items()) for a, g in grid.items() if g)
+    return f"Learning rate per arm: best final val loss over its grid on seed {GRID_SEED} ({tried})."
 
 
 def _say(text: str) -> None:

@@ -126,24 +126,35 @@ def tune_lr(
     name: str,
     base: dict[str, Any],
     arms: dict[str, dict[str, Any]],
-    lrs: Sequence[float],
+    lrs: Sequence[float] | dict[str, Sequence[float]],
     seed: int,
     *,
     quiet: bool = False,
 ) -> tuple[dict[str, float], dict[str, dict[float, float]]]:
-    """Each arm's learning rate: the lowest final val_loss over `lrs` on seed `seed` (one sweep `name`).
+    """Each arm's learning rate: the lowest final val_loss over its grid on seed `seed` (one sweep `name`).
 
-    Returns (chosen lr per arm, {arm: {lr: val_loss}}). A diverged run (non-finite loss, or a run stopped by
-    the stability callback) never wins; an arm whose every lr diverged is a PretrainlabError. Compare the
-    arms on other seeds than `seed`: the grid's best runs were picked on the same validation data.
+    `lrs` is one grid for every arm, or a grid per arm (e.g. centred where each family trains best; give
+    every arm as many points, so every arm gets the same tuning budget). Returns (chosen lr per arm,
+    {arm: {lr: val_loss}}; empty for an arm with a single lr, which runs nothing here). A diverged run
+    (non-finite loss, or a run stopped by the stability callback) never wins; an arm whose every lr diverged
+    is a PretrainlabError. Compare the arms on other seeds than `seed`: the grid's best runs were picked on
+    the same validation data.
     """
-    lrs = [float(v) for v in lrs]
-    if len(lrs) == 1:  # nothing to choose
-        return {arm: lrs[0] for arm in arms}, {arm: {} for arm in arms}
-    grid = {f"{arm}@{lr:g}": {**o, "optim.lr": lr} for arm, o in arms.items() for lr in lrs}
+    grids = {arm: [float(v) for v in (lrs[arm] if isinstance(lrs, dict) else lrs)] for arm in arms}
+    empty = [arm for arm, g in grids.items() if not g]
+    if empty:
+        raise ConfigError(f"tune_lr {name!r}: no learning rate for arm {empty[0]!r}")
+    chosen = {arm: g[0] for arm, g in grids.items() if len(g) == 1}  # nothing to choose
+    tuned = {arm: g for arm, g in grids.items() if len(g) > 1}
+    if not tuned:
+        return chosen, {arm: {} for arm in arms}
+    grid = {f"{arm}@{lr:g}": {**arms[arm], "optim.lr": lr} for arm, g in tuned.items() for lr in g}
     res = run_arms(ctx, name, base, grid, [seed], allow_failed=True, quiet=quiet)
-    losses = {arm: {lr: res[f"{arm}@{lr:g}"].values("val_loss")[0] for lr in lrs} for arm in arms}
-    return pick_lrs(losses, where=f"{name} (logs in {Path(ctx.out) / 'sweeps' / name / 'logs'})"), losses
+    losses = {arm: {lr: res[f"{arm}@{lr:g}"].values("val_loss")[0] for lr in g} if arm in tuned else {}
+              for arm, g in grids.items()}
+    picked = pick_lrs({arm: losses[arm] for arm in tuned},
+                      where=f"{name} (logs in {Path(ctx.out) / 'sweeps' / name / 'logs'})")
+    return {arm: picked.get(arm, chosen.get(arm, math.nan)) for arm in arms}, losses
 
 
 def pick_lrs(losses: dict[str, dict[float, float]], where: str = "lr grid") -> dict[str, float]:
