@@ -4,7 +4,7 @@ pretraining (Glentis et al. 2025, "Scalable parameter- and memory-efficient pret
 The paper benchmarks efficient pretraining methods and proposes two cheap fixes for pure low-rank training
 (W = (alpha / r) B A): every T steps, re-balance the factors by an SVD of their product, leaving the
 function unchanged (`refactorize` callback), and zero the AdamW moments (`momentum_reset` callback); both
-live in recipes/low_rank_tricks.py. Claims [abstract]: properly tuned full-rank training is best; low-rank
+live in recipes/low_rank_tricks.py. Claims (abstract): properly tuned full-rank training is best; low-rank
 with both tricks gets lower perplexity than plain low-rank (at 1B, lower than GaLore and Fira).
 
 Protocol (the CPU check of `../shared/papers/papers-model.md` section 2c): five arms on the same budget,
@@ -105,7 +105,7 @@ def claim_tricks_help(low_rank: list[float], both: list[float]) -> Claim:
         claim="Weight refactorisation plus momentum reset improve plain low-rank training: mean val loss "
         f"L_low_rank - L_low_rank+both >= {TRICKS_MARGIN} nats",
         paper_figure="lower perplexity than plain low-rank; at 1B below GaLore and Fira with ~25% less memory "
-        "[abstract]; per-size figures not verified",
+        "(abstract); per-size figures not verified",
         our_figure=f"{d:+.3f} nats (low-rank {mean_sd(low_rank)[0]:.3f}, +both {mean_sd(both)[0]:.3f})",
         spread=spread_text(diffs),
         holds=bool(d >= TRICKS_MARGIN) if math.isfinite(d) else None,
@@ -121,7 +121,7 @@ def claim_dense_best(losses: dict[str, list[float]]) -> Claim:
     diffs = [o - d for d, o in zip(losses["dense"], losses[best])]
     return Claim(
         claim="Properly tuned full-rank training remains best: mean L_dense < the mean loss of every low-rank arm",
-        paper_figure="'properly tuned full-rank training is best' [abstract]",
+        paper_figure="'properly tuned full-rank training is best' (abstract)",
         our_figure=f"best low-rank arm {best} {others[best]:.3f} vs dense {dense:.3f} ({gap:+.3f} nats)",
         spread=f"{best} - dense: " + spread_text(diffs),
         holds=bool(gap > 0) if math.isfinite(gap) else None,

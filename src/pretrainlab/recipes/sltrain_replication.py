@@ -140,8 +140,8 @@ def claim_beats_low_rank(low_rank: list[float], sltrain: list[float], params: di
         claim=f"SLTrain beats pure low-rank training at (nearly) equal non-embedding parameters: "
         f"mean val loss L_low_rank - L_SLTrain >= {LOW_RANK_MARGIN} nats",
         paper_figure=f"60M on C4: perplexity {ppl['low_rank']} low-rank vs {ppl['sltrain']} SLTrain "
-        f"({math.log(ppl['low_rank'] / ppl['sltrain']):.2f} nats) [from memory, unverified]; "
-        "'much better than low-rank' [abstract]",
+        f"({math.log(ppl['low_rank'] / ppl['sltrain']):.2f} nats) (from memory, unverified); "
+        "'much better than low-rank' (abstract)",
         our_figure=f"{d:+.3f} nats (low-rank {mean_sd(low_rank)[0]:.3f}, SLTrain {mean_sd(sltrain)[0]:.3f}; "
         f"non-embedding params {params.get('low_rank', math.nan):,.0f} vs {params.get('sltrain', math.nan):,.0f})",
         spread=spread_text(diffs),
@@ -162,7 +162,7 @@ def claim_close_to_dense(dense: list[float], sltrain: list[float], params: dict[
         f"mean L_SLTrain <= {DENSE_RATIO} x mean L_dense, with <= {HALF_PARAMS:.0%} of its non-embedding params",
         paper_figure=f"60M: perplexity {ppl['sltrain']} vs {ppl['dense']} (loss ratio "
         f"{math.log(ppl['sltrain']) / math.log(ppl['dense']):.3f}), 44M vs 58M parameters "
-        "(non-embedding ~43% by our arithmetic) [from memory, unverified]",
+        "(non-embedding ~43% by our arithmetic) (from memory, unverified)",
         our_figure=f"loss ratio {ratio:.3f} (SLTrain {ls:.3f}, dense {ld:.3f}); params {share:.0%} of dense "
         f"({params.get('sltrain', math.nan):,.0f} / {params.get('dense', math.nan):,.0f})",
         spread="per-seed loss ratio " + spread_text(per_seed),
