@@ -72,7 +72,10 @@ def test_registered_and_period_scaled_to_the_run() -> None:
     assert SCALES["tiny"].every == 7  # 400 steps x 200 / 11000
     assert TOY.every == 1
     arms = arm_overrides(SCALES["tiny"])
-    assert list(arms) == ["dense", "low_rank", "refactorize", "momentum_reset", "both"]
+    assert list(arms) == ["dense", "low_rank", "refactorize", "momentum_reset", "both", "both_reset_step",
+                          "both_slow"]
+    assert arms["both_reset_step"]["callbacks"][1]["options"] == {"every": 7, "second": True, "reset_step": True}
+    assert all(c["options"]["every"] == 50 for c in arms["both_slow"]["callbacks"])
     assert [c["name"] for c in arms["both"]["callbacks"]] == ["refactorize", "momentum_reset"]
     assert all(c["options"]["every"] == 7 for c in arms["both"]["callbacks"])
     assert arms["low_rank"]["model.linear_options"]["rank"] == SCALES["tiny"].d_model // 4
@@ -97,7 +100,8 @@ def test_protocol_runs_end_to_end(tiny_prepared: Path, tmp_path: Path, in_proces
     result = run_protocol(ctx, TOY)
     assert len(result.claims) == 2 and all(c.holds in (True, False) for c in result.claims)
     runs = result.details["runs"]
-    assert list(runs) == ["dense", "low_rank", "refactorize", "momentum_reset", "both"]
+    assert list(runs) == ["dense", "low_rank", "refactorize", "momentum_reset", "both", "both_reset_step",
+                          "both_slow"]
     both = [r for r in read_metrics(Path(runs["both"][0]) / "metrics.jsonl") if "lr" in r]
     assert both and all(r.get("refactorized", 0) > 0 and r.get("momentum_reset", 0) > 0 for r in both)
     assert not any("refactorized" in r for r in read_metrics(Path(runs["low_rank"][0]) / "metrics.jsonl"))

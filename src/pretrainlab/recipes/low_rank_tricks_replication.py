@@ -7,13 +7,17 @@ function unchanged (`refactorize` callback), and zero the AdamW moments (`moment
 live in recipes/low_rank_tricks.py. Claims (abstract): properly tuned full-rank training is best; low-rank
 with both tricks gets lower perplexity than plain low-rank (at 1B, lower than GaLore and Fira).
 
-Protocol (the CPU check of `../shared/papers/papers-model.md` section 2c): five arms on the same budget,
+Protocol (the CPU check of `../shared/papers/papers-model.md` section 2c): five arms (and two diagnostic ones) on
+the same budget,
 data order and schedule, each over the same seeds: dense; low_rank at r = d/4 (both factors
 Kaiming-uniform, alpha = r/4: the paper's 60M setting r = 128, alpha = 32 at d = 512); low_rank +
-refactorize; low_rank + momentum_reset (both moments, of the low-rank factors); low_rank + both.
+refactorize; low_rank + momentum_reset (both moments, of the low-rank factors; Adam's step count kept);
+low_rank + both; and two diagnostic arms added after the first run (see DIAGNOSTIC_ARMS).
 The period T is scaled to the run length: the paper's T = 200 of its 11k steps (1.8% of the run) becomes
-round(steps x 200 / 11000) steps here (7 of 400 at tiny). Relative to the moments' memory that is of the
-same order as the paper's: T / (1 / (1 - beta2)) = 7 / 20 here (beta2 0.95), 200 / 1000 there (0.999).
+round(steps x 200 / 11000) steps here (7 of 400 at tiny). Relative to the second moment's memory that is of
+the same order as the paper's, T / (1 / (1 - beta2)) = 7 / 20 here (beta2 0.95), 200 / 1000 there (0.999),
+but not relative to the first moment's: T / (1 / (1 - beta1)) = 0.7 here, 20 there (both beta1 0.9), hence
+the diagnostic arm `both_slow`.
 The learning rates of dense and of low_rank are each the best of a 3-point grid on seed 0 (1e-3..1e-2 for
 dense, 3e-3..3e-2 for low-rank, whose alpha / r = 1/4 wants more); the three trick arms use low_rank's
 (the tricks are added to the tuned baseline, not re-tuned: conservative for them).
@@ -44,6 +48,13 @@ GRID_SEED = 0
 PAPER_PERIOD = 200 / 11_000  # T = 200 steps of the 60M run's 11k
 TRICKS_MARGIN = 0.02  # nats: papers-model.md section 2c, set before any run
 TRICK_ARMS = ("refactorize", "momentum_reset", "both")
+# Diagnostic arms, added after the first tiny run (momentum reset alone hurt, both together did not help):
+# both tricks with Adam's step count restarted at each reset (as re-creating AdamW in the public LORO code
+# does), and both tricks every SLOW_PERIODS first-moment memories (1 / (1 - beta1) = 10 steps), so that the
+# first moment recovers within a period, as it does with the paper's T = 200 at beta1 = 0.9.
+DIAGNOSTIC_ARMS = ("both_reset_step", "both_slow")
+BETA1 = 0.9  # base_tree's AdamW beta1
+SLOW_PERIODS = 5
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,11 @@ class Scale:
     def every(self) -> int:
         """The tricks' period T in steps: the paper's share of the run (200 / 11000), at least 1."""
         return max(1, round(self.steps * PAPER_PERIOD))
+
+    @property
+    def slow_every(self) -> int:
+        """The diagnostic arm's period: SLOW_PERIODS first-moment memories, 1 / (1 - beta1) steps each."""
+        return max(1, round(SLOW_PERIODS / (1 - BETA1)))
 
 
 SCALES: dict[str, Scale] = {
@@ -91,6 +107,11 @@ def arm_overrides(scale: Scale) -> dict[str, dict[str, Any]]:
         "refactorize": {**low_rank, "callbacks": [refactorize]},
         "momentum_reset": {**low_rank, "callbacks": [reset]},
         "both": {**low_rank, "callbacks": [refactorize, reset]},
+        "both_reset_step": {**low_rank, "callbacks": [
+            refactorize, {"name": "momentum_reset", "options": {**reset["options"], "reset_step": True}}]},
+        "both_slow": {**low_rank, "callbacks": [
+            {"name": "refactorize", "options": {"every": scale.slow_every}},
+            {"name": "momentum_reset", "options": {"every": scale.slow_every, "second": True}}]},
     }
 
 
@@ -154,13 +175,18 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
     claims = [claim_tricks_help(losses["low_rank"], losses["both"]), claim_dense_best(losses)]
     plot_train_curves(res, ctx.out / "plots" / "train_loss.png", title=f"low-rank tricks ({ctx.scale})")
     single = [f"{a}: {mean_sd([x - y for x, y in zip(losses['low_rank'], losses[a])])[0]:+.3f} nats"
-              for a in TRICK_ARMS]
+              for a in (*TRICK_ARMS, *DIAGNOSTIC_ARMS)]
     notes = [
         f"Scale {ctx.scale}: byte vocabulary, d_model {scale.d_model}, {scale.n_layers} layers, sequence "
         f"{scale.seq_len}, {scale.steps} steps of {scale.seq_len * scale.batch_rows:,} tokens, seeds {seeds}; "
         f"low-rank rank {scale.rank} (alpha {scale.rank / 4:g}, per fused matrix), tricks every {scale.every} "
         f"steps (the paper's 200 / 11000 of the run).",
-        "Gain over plain low-rank (mean L_low_rank - L_arm): " + "; ".join(single) + ".",
+        "Gain over plain low-rank (mean L_low_rank - L_arm): " + "; ".join(single) + ". Diagnostic arms (added "
+        "after the first tiny run): both_reset_step restarts Adam's step count at each reset (bias correction "
+        "anew, as re-creating AdamW in the public LORO code); both_slow applies both every "
+        f"{scale.slow_every} steps ({SLOW_PERIODS} x 1 / (1 - beta1)), so the first moment recovers within a "
+        "period as with the paper's T = 200; at the paper's share of the run (every "
+        f"{scale.every} steps) a kept step count makes each reset damp the next updates to ~0.45 of a unit step.",
         "Learning rates: " + (", ".join(f"{a}: " + ", ".join(f"{lr:g} -> {v:.3f}" for lr, v in g.items())
                                         for a, g in grid.items() if g) or f"dense {tuned['dense']:g} (no grid)")
         + f"; trick arms use low_rank's {tuned['low_rank']:g}.",
