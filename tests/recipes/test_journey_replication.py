@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,7 @@ from pretrainlab.recipes.journey_replication import (
     SCALES,
     FitPoint,
     Scale,
+    arm_means,
     fit_claim,
     fit_point,
     size_arms,
@@ -58,19 +61,40 @@ def _law(n: float) -> float:
     return 2.0 + 40.0 / n ** 0.4
 
 
-def test_fit_claim_prefers_the_count_the_losses_follow() -> None:
-    widths = (2e5, 4e5, 8e5)
-    follow_avg, follow_final = [], []
-    for n in widths:  # dense: final = average; pruned to 40% with N-bar 70% of the start
-        follow_avg += [FitPoint("dense", n, n, _law(n)), FitPoint("pruned", 0.4 * n, 0.7 * n, _law(0.7 * n))]
-        follow_final += [FitPoint("dense", n, n, _law(n)), FitPoint("pruned", 0.4 * n, 0.7 * n, _law(0.4 * n))]
-    follow_avg.append(FitPoint("late", 0.4 * 4e5, 0.85 * 4e5, _law(0.85 * 4e5)))
-    follow_final.append(FitPoint("late", 0.4 * 4e5, 0.85 * 4e5, _law(0.4 * 4e5) + 0.002))
-    c = fit_claim(follow_avg)
-    assert c.holds is True and c.our_figure.startswith("R^2 1.000 (N-bar")
-    assert fit_claim(follow_final).holds is False
-    c = fit_claim(follow_avg[:5])
+@dataclass
+class FakeFit:
+    params: dict[str, float]
+
+
+def _fits(r2_avg: float, r2_final: float) -> dict[str, tuple[Any, float, float, str]]:
+    return {"avg": (FakeFit({"alpha": 0.4}), r2_avg, 0.01, ""), "final": (FakeFit({"alpha": 0.3}), r2_final, 0.02, "")}
+
+
+def test_fit_claim_fits_power_laws_and_prefers_the_count_the_losses_follow() -> None:
+    points = []
+    for n in (2e5, 4e5, 8e5):  # dense: final = average; pruned to 40% with N-bar 70% of the start
+        points += [FitPoint(f"dense {n:g}", n, n, _law(n)), FitPoint(f"pruned {n:g}", 0.4 * n, 0.7 * n, _law(0.7 * n))]
+    c = fit_claim(points)  # the losses follow the N-bar law exactly
+    assert c.holds is True and c.our_figure.startswith("R^2 1.000 (N-bar: alpha 0.40)")
+
+
+def test_fit_claim_rule_on_planted_fits() -> None:
+    points = [FitPoint(f"arm{i}", 1e5 * (i + 1), 1e5 * (i + 1), 3.0 - 0.1 * i) for i in range(6)]
+    assert fit_claim(points, _fits(0.9, 0.8)).holds is True
+    assert fit_claim(points, _fits(0.8, 0.9)).holds is False
+    c = fit_claim(points, _fits(0.9, 0.8), mean_fits=_fits(0.95, 0.7))
+    assert "over the 6 arms' seed means: R^2 0.950 vs 0.700" in c.spread
+    failed = {"avg": (None, math.nan, math.nan, "loss does not fall"), "final": _fits(0.9, 0.8)["final"]}
+    c = fit_claim(points, failed)
+    assert c.holds is None and "N-bar fit: loss does not fall" in c.our_figure
+    c = fit_claim(points[:5], _fits(0.9, 0.8))
     assert c.holds is None and "only 5 runs" in c.our_figure
+
+
+def test_arm_means_average_seeds_and_skip_non_finite() -> None:
+    pts = [FitPoint("a", 1.0, 2.0, 3.0), FitPoint("a", 1.0, 2.0, 3.2), FitPoint("b", 4.0, 4.0, math.nan)]
+    means = arm_means(pts)
+    assert len(means) == 1 and means[0].arm == "a" and means[0].loss == pytest.approx(3.1)
 
 
 def test_fit_point_counts() -> None:
@@ -105,3 +129,13 @@ def test_protocol_runs_end_to_end(tiny_prepared: Path, tmp_path: Path) -> None:
     assert pruned["final_params"] < pruned["avg_params"] < dense["avg_params"]
     assert points["prune 0-0.5"]["avg_params"] < pruned["avg_params"]  # pruned earlier: fewer on average
     assert (ctx.out / "plots" / "journey.png").stat().st_size > 1000
+
+
+def test_printed_table_keeps_provenance_tags(capsys: pytest.CaptureFixture[str]) -> None:
+    from pretrainlab.science.replication import ReplicationResult, print_claims
+
+    points = [FitPoint(f"a{i}", 1e5 * (i + 1), 1e5 * (i + 1), 3.0 - 0.1 * i) for i in range(6)]
+    claim = fit_claim(points, _fits(0.9, 0.8))
+    print_claims(ReplicationResult("journey", "p", "tiny", 1, 60.0, [claim], notes=["n [mem]"]))
+    out = capsys.readouterr().out
+    assert "[abs]" in out and "n [mem]" in out  # rich markup would eat them

@@ -44,6 +44,7 @@ from pretrainlab.science.replication import (
 PAPER = ("The Journey Matters: Average Parameter Count over Pre-training Unifies Sparse and Dense Scaling Laws "
          "(Jin et al., ICLR 2025), arXiv 2501.12486")
 WINDOW_MARGIN = 0.01  # nats (CPU protocol, papers-model.md §4(c))
+Fits = dict[str, tuple[Any, float, float, str]]  # "avg" | "final" -> (fit or None, R^2, RMSE, why it failed)
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,8 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
     points = [fit_point(arm, end) for results in (windows, sizes) for arm, res in results.items()
               for end in res.ends]
     fits = fit_both(points)
-    claims = [window_claim(scale, losses), fit_claim(points, fits)]
+    mean_fits = fit_both(arm_means(points))  # no fit below 6 arms
+    claims = [window_claim(scale, losses), fit_claim(points, fits, mean_fits)]
     _plot(points, fits, ctx.out / "plots" / "journey.png")
     notes = [
         f"Data: {data.origin} (pre-training domains only); {scale.train_tokens:,} unique tokens; every run "
@@ -183,6 +185,8 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
         "fit_points": [p.__dict__ for p in points],
         "fits": {k: ({"params": f.params, "r2": r2, "rmse": rmse} if f is not None else None)
                  for k, (f, r2, rmse, _) in fits.items()},
+        "fits_on_arm_means": {k: ({"params": f.params, "r2": r2, "rmse": rmse} if f is not None else None)
+                              for k, (f, r2, rmse, _) in mean_fits.items()},
         "runs": {arm: [str(r) for r in res.runs] for results in (windows, sizes) for arm, res in results.items()},
         "data": str(train),
     }
@@ -213,7 +217,7 @@ def window_claim(scale: Scale, losses: dict[str, list[float]]) -> Claim:
     return Claim(claim, paper, our, spread, bool(means[rec] <= means[best] + WINDOW_MARGIN))
 
 
-def fit_both(points: list[FitPoint]) -> dict[str, tuple[Any, float, float, str]]:
+def fit_both(points: list[FitPoint]) -> Fits:
     """{"avg" | "final": (fit or None, R^2, RMSE, why it failed)} of L = E + A / x^alpha over the finite points
     (not fitted below 6 points)."""
     good = [p for p in points if all(math.isfinite(v) and v > 0 for v in (p.final_params, p.avg_params, p.loss))]
@@ -225,9 +229,23 @@ def fit_both(points: list[FitPoint]) -> dict[str, tuple[Any, float, float, str]]
             "final": _fit([p.final_params for p in good], ys, "final_params")}
 
 
-def fit_claim(points: list[FitPoint], fits: dict[str, tuple[Any, float, float, str]] | None = None) -> Claim:
+def arm_means(points: list[FitPoint]) -> list[FitPoint]:
+    """One point per arm: its counts and the mean of its seeds' finite losses (arms with none left out)."""
+    by_arm: dict[str, list[FitPoint]] = {}
+    for p in points:
+        by_arm.setdefault(p.arm, []).append(p)
+    out = []
+    for arm, ps in by_arm.items():
+        m = mean_sd([p.loss for p in ps])[0]
+        if math.isfinite(m):
+            out.append(FitPoint(arm, ps[0].final_params, ps[0].avg_params, m))
+    return out
+
+
+def fit_claim(points: list[FitPoint], fits: Fits | None = None, mean_fits: Fits | None = None) -> Claim:
     """Rule: R^2 of the N-bar fit > R^2 of the final-count fit, over the same runs (at least 6 finite ones).
-    `fits` is `fit_both(points)` when already computed."""
+    `fits` is `fit_both(points)` (computed when not given); `mean_fits`, when given, is `fit_both` over the arms'
+    seed means (`arm_means`), added to the spread column to read the seeds' noise (not part of the rule)."""
     n = sum(1 for p in points if math.isfinite(p.loss))
     claim = ("The average-parameter law fits dense and pruned runs better than the final-parameter law: "
              "L = E + A / x^alpha fitted over the same runs has the higher R^2 with x = N-bar than with x = the final "
@@ -243,6 +261,9 @@ def fit_claim(points: list[FitPoint], fits: dict[str, tuple[Any, float, float, s
         return Claim(claim, paper, f"not measured: {why}", spread, None)
     our = (f"R^2 {ra:.3f} (N-bar: alpha {fa.params['alpha']:.2f}) vs {rf:.3f} (final: alpha "
            f"{ff.params['alpha']:.2f})")
+    if mean_fits is not None and mean_fits["avg"][0] is not None and mean_fits["final"][0] is not None:
+        spread += (f"; over the {len(arm_means(points))} arms' seed means: R^2 {mean_fits['avg'][1]:.3f} vs "
+                   f"{mean_fits['final'][1]:.3f}")
     return Claim(claim, paper, our, spread, bool(ra > rf))
 
 
@@ -266,7 +287,7 @@ def _num(v: Any) -> float:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
 
 
-def _plot(points: list[FitPoint], fits: dict[str, tuple[Any, float, float, str]], path: Path) -> None:
+def _plot(points: list[FitPoint], fits: Fits, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -98,6 +98,7 @@ def write_replication(out: Path, result: ReplicationResult) -> Path:
 
 def print_claims(result: ReplicationResult) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"{result.name} ({result.paper}) at scale {result.scale}, {result.seeds} seed(s), "
@@ -106,11 +107,12 @@ def print_claims(result: ReplicationResult) -> None:
         table.add_column(col, overflow="fold")
     for c in result.claims:
         verdict = "n/a" if c.holds is None else ("yes" if c.holds else "NO")
-        table.add_row(c.claim, c.paper_figure, c.our_figure, c.spread, verdict)
+        # escaped: figures carry provenance tags such as "[abs]" that rich would read as markup and drop
+        table.add_row(*(escape(t) for t in (c.claim, c.paper_figure, c.our_figure, c.spread)), verdict)
     console = Console(width=max(120, Console().width))
     console.print(table)
     for note in result.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {escape(note)}")
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
