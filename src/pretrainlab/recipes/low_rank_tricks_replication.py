@@ -7,11 +7,10 @@ function unchanged (`refactorize` callback), and zero the AdamW moments (`moment
 live in recipes/low_rank_tricks.py. Claims (abstract): properly tuned full-rank training is best; low-rank
 with both tricks gets lower perplexity than plain low-rank (at 1B, lower than GaLore and Fira).
 
-Protocol (the CPU check of `../shared/papers/papers-model.md` section 2c): five arms (and two diagnostic ones) on
-the same budget,
-data order and schedule, each over the same seeds: dense; low_rank at r = d/4 (both factors
-Kaiming-uniform, alpha = r/4: the paper's 60M setting r = 128, alpha = 32 at d = 512); low_rank +
-refactorize; low_rank + momentum_reset (both moments, of the low-rank factors; Adam's step count kept);
+Protocol (the CPU check of `../shared/papers/papers-model.md` section 2c): five arms (and two diagnostic
+ones) on the same budget, data order and schedule, each over the same seeds: dense; low_rank at r = d/4
+(both factors Kaiming-uniform, alpha = r/4: the paper's 60M setting r = 128, alpha = 32 at d = 512);
+low_rank + refactorize; low_rank + momentum_reset (both moments, of the low-rank factors; Adam's step count kept);
 low_rank + both; and two diagnostic arms added after the first run (see DIAGNOSTIC_ARMS).
 The period T is scaled to the run length: the paper's T = 200 of its 11k steps (1.8% of the run) becomes
 round(steps x 200 / 11000) steps here (7 of 400 at tiny). Relative to the second moment's memory that is of
