@@ -1,4 +1,7 @@
-"""run_arms: arms x seeds as one sweep, results per arm in seed order, a second call retrains nothing."""
+"""run_arms: arms x seeds as one sweep, results per arm in seed order, a second call retrains nothing.
+
+The sweep runs its points in this process (the subprocess executor and resume across processes are
+tested in test_sweep.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,42 @@ from pretrainlab.science.replication import ReplicationContext
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+class InProcessExecutor:
+    """Runs a sweep's points one by one in this process (no interpreter start per run: the test stays fast)."""
+
+    name = "local"
+    jobs = 1
+
+    def prepare(self) -> None:
+        return None
+
+    def check(self, tasks: Any) -> None:
+        return None
+
+    def request_stop(self, signum: int) -> None:
+        return None
+
+    def run(self, tasks: Any, on_start: Any, on_end: Any, on_stop: Any = None) -> None:
+        from pretrainlab.train.entry import train_from_cli
+
+        for task in tasks:
+            on_start(task, 1, None)
+            on_end(task, train_from_cli(str(task.config_path), ["train.threads=1"], resume=task.resume))
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_arms' sweeps run their points in this process."""
+    from pretrainlab.science import sweep
+
+    original = sweep.run_sweep
+
+    def run_sweep(spec: Any, **kwargs: Any) -> Any:
+        return original(spec, **{**kwargs, "executor": InProcessExecutor(), "jobs": None})
+
+    monkeypatch.setattr(sweep, "run_sweep", run_sweep)
+
+
 def _base(data: Path) -> dict[str, Any]:
     return {
         "data": {"path": str(data), "seq_len": 16},
@@ -27,7 +66,7 @@ def _base(data: Path) -> dict[str, Any]:
     }
 
 
-def test_run_arms_runs_each_arm_per_seed_and_resumes(tiny_prepared: Path, tmp_path: Path) -> None:
+def test_run_arms_runs_each_arm_per_seed_and_resumes(tiny_prepared: Path, tmp_path: Path, in_process: None) -> None:
     ctx = ReplicationContext(out=tmp_path / "rep", scale="tiny", seeds=2, jobs=2, data=None)
     arms = {"base": {}, "wide": {"model.d_model": 32}}
     res = run_arms(ctx, "demo", _base(tiny_prepared), arms, seeds=[3, 4], quiet=True)
