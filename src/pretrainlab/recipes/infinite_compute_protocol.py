@@ -14,6 +14,7 @@ from typing import Any
 
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.recipes.infinite_compute import DEFAULT_WD, Point, Scale, base_tree, point_overrides
+from pretrainlab.science.arms import stdlib_bytes
 from pretrainlab.science.replication import ReplicationContext, ReplicationResult
 
 SYNTHETIC_DOMAIN = "synthetic"
@@ -120,7 +121,7 @@ def prepare_budget(ctx: ReplicationContext, scale: Scale) -> BudgetData:
     """Cut the fixed token budget (and its fractions) out of `--data` or the built-in stdlib corpus."""
     from pretrainlab.data.subset import write_token_budget
 
-    source = ctx.data if ctx.data is not None else _stdlib_bytes(ctx.out / "data" / "stdlib-bytes")
+    source = ctx.data if ctx.data is not None else stdlib_bytes(ctx.out / "data" / "stdlib-bytes")
     root = ctx.out / "data"
     full = write_token_budget(source, root / f"budget-{scale.train_tokens}", train_tokens=scale.train_tokens,
                               val_tokens=scale.val_tokens, seed=0)
@@ -135,21 +136,6 @@ def prepare_budget(ctx: ReplicationContext, scale: Scale) -> BudgetData:
         fractions[f] = sub.path
         tokens[sub.path.as_posix()] = sum(sub.domain_tokens("train").values())
     return BudgetData(full=full.path, fractions=fractions, train_tokens=tokens, domains=full.domains)
-
-
-def _stdlib_bytes(path: Path) -> Path:
-    from pretrainlab.config import PrepareConfig, validate
-    from pretrainlab.data.prepare import prepare
-
-    if (path / "manifest.json").is_file():
-        return path
-    cfg = validate(PrepareConfig, {
-        "sources": [{"type": "stdlib", "domain": "code"}],
-        "tokenizer": {"kind": "bytes"},
-        "validation": {"fraction": 0.05},
-        "output": str(path),
-    }, source="infinite-compute data")
-    return Path(prepare(cfg, progress=False))
 
 
 def choose(scale: Scale, book: RunBook, data: Path) -> Choice:

@@ -193,13 +193,15 @@ def budget_data(ctx: ReplicationContext, train_tokens: int, val_tokens: int) -> 
     prepared once into `ctx.out / "data"`); reused when it already holds this cut."""
     from pretrainlab.data.subset import write_token_budget
 
-    source = ctx.data if ctx.data is not None else _stdlib_bytes(Path(ctx.out) / "data" / "stdlib-bytes")
+    source = ctx.data if ctx.data is not None else stdlib_bytes(Path(ctx.out) / "data" / "stdlib-bytes")
     cut = write_token_budget(source, Path(ctx.out) / "data" / f"budget-{train_tokens}-{val_tokens}",
                              train_tokens=train_tokens, val_tokens=val_tokens, seed=0)
     return cut.path
 
 
-def _stdlib_bytes(path: Path) -> Path:
+def stdlib_bytes(path: Path) -> Path:
+    """The built-in stdlib corpus prepared with the byte tokenizer at `path` (reused when already there):
+    the replications' data when no `--data` is given."""
     from pretrainlab.config import PrepareConfig, validate
     from pretrainlab.data.prepare import prepare
 
