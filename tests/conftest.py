@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,3 +34,39 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+class InProcessExecutor:
+    """Runs a sweep's points one by one in this process (no interpreter start per run: the test stays fast)."""
+
+    name = "local"
+    jobs = 1
+
+    def prepare(self) -> None:
+        return None
+
+    def check(self, tasks: Any) -> None:
+        return None
+
+    def request_stop(self, signum: int) -> None:
+        return None
+
+    def run(self, tasks: Any, on_start: Any, on_end: Any, on_stop: Any = None) -> None:
+        from pretrainlab.train.entry import train_from_cli
+
+        for task in tasks:
+            on_start(task, 1, None)
+            on_end(task, train_from_cli(str(task.config_path), ["train.threads=1"], resume=task.resume))
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_arms' sweeps run their points in this process."""
+    from pretrainlab.science import sweep
+
+    original = sweep.run_sweep
+
+    def run_sweep(spec: Any, **kwargs: Any) -> Any:
+        return original(spec, **{**kwargs, "executor": InProcessExecutor(), "jobs": None})
+
+    monkeypatch.setattr(sweep, "run_sweep", run_sweep)

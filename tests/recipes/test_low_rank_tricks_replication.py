@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,41 +25,6 @@ from pretrainlab.science.replication import (
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-class InProcessExecutor:
-    """Runs a sweep's points one by one in this process (no interpreter start per run: the test stays fast)."""
-
-    name = "local"
-    jobs = 1
-
-    def prepare(self) -> None:
-        return None
-
-    def check(self, tasks: Any) -> None:
-        return None
-
-    def request_stop(self, signum: int) -> None:
-        return None
-
-    def run(self, tasks: Any, on_start: Any, on_end: Any, on_stop: Any = None) -> None:
-        from pretrainlab.train.entry import train_from_cli
-
-        for task in tasks:
-            on_start(task, 1, None)
-            on_end(task, train_from_cli(str(task.config_path), ["train.threads=1"], resume=task.resume))
-
-
-@pytest.fixture
-def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    """run_arms' sweeps run their points in this process."""
-    from pretrainlab.science import sweep
-
-    original = sweep.run_sweep
-
-    def run_sweep(spec: Any, **kwargs: Any) -> Any:
-        return original(spec, **{**kwargs, "executor": InProcessExecutor(), "jobs": None})
-
-    monkeypatch.setattr(sweep, "run_sweep", run_sweep)
 
 TOY = Scale(train_tokens=8192, val_tokens=1024, seq_len=32, batch_rows=4, steps=4, n_layers=1, d_model=16,
             n_heads=2, rank=4, lrs=(3e-3,), low_rank_lrs=(1e-2,))
