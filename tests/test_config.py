@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pretrainlab.config import (
@@ -96,3 +98,31 @@ def test_yaml_reads_exponent_floats(tmp_path):
     path.write_text("optim:\n  lr: 3e-4\n  options: {foo: 1e-8}\n")
     cfg = load_config(RunConfig, path)
     assert cfg.optim.lr == 3e-4 and cfg.optim.options["foo"] == 1e-8
+
+
+def test_mixture_stages_need_bounds_except_the_last():
+    from pretrainlab.config import DataConfig
+
+    ok = DataConfig(stages=[{"weights": {"a": 1}, "until_tokens": 100}, {"weights": {"b": 1}}])
+    assert ok.stages[0].until_tokens == 100 and ok.stages[1].until_tokens is None
+    for bad, words in (
+        ({"stages": [{"weights": {"a": 1}}, {"weights": {"b": 1}}]}, "stages[0]"),
+        ({"stages": [{"weights": {"a": 1}, "until_fraction": 0.5}]}, "stages[0]"),
+        ({"stages": [{"weights": {"a": 1}, "until_tokens": 5, "until_fraction": 0.5}, {"weights": {"a": 1}}]}, "not both"),
+        ({"weights": {"a": 1}, "stages": [{"weights": {"a": 1}}]}, "not both"),
+        ({"stages": [{"weights": {"a": 0}}]}, "> 0"),
+        ({"max_epochs": 0}, "max_epochs"),
+        ({"max_epochs": {"a": -1}}, "max_epochs['a']"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            DataConfig(**bad)
+
+
+def test_filters_and_procedural_sources_parse():
+    from pretrainlab.config import PrepareConfig
+
+    cfg = PrepareConfig(
+        sources=[{"type": "procedural", "domain": "dyck", "generator": "dyck", "documents": 10}],
+        filters=[{"name": "quality", "options": {"min_words": 3}, "domains": ["dyck"]}],
+    )
+    assert cfg.sources[0].generator == "dyck" and cfg.filters[0].domains == ["dyck"]

@@ -102,6 +102,18 @@ class HFDatasetSource(_SourceBase):
     streaming: bool = Field(default=True, description="Iterate without building an Arrow cache on disk.")
 
 
+class ProceduralSource(_SourceBase):
+    """Generated documents (Procedural Pretraining, Jiang et al. 2026): `generator` names a registered
+    generator (data/procedural: dyck, shuffled_dyck, copy, reverse, sort, set_ops, modular_arithmetic, ...);
+    `documents` strings are drawn from a stream keyed by `seed`, so the same config gives the same corpus."""
+
+    type: Literal["procedural"] = "procedural"
+    generator: str = Field(min_length=1)
+    documents: int = Field(gt=0, description="How many documents to generate.")
+    seed: int = Field(default=0, ge=0)
+    options: dict[str, Any] = Field(default_factory=dict, description="The generator's own settings.")
+
+
 class StdlibSource(_SourceBase):
     """The `.py` files of the running interpreter's standard library (tests excluded): real code, no download."""
 
@@ -111,7 +123,10 @@ class StdlibSource(_SourceBase):
 
 
 SourceConfig = Annotated[
-    Union[TextSource, JsonlSource, ParquetSource, ZipSource, HFDiskSource, HFDatasetSource, StdlibSource],
+    Union[
+        TextSource, JsonlSource, ParquetSource, ZipSource, HFDiskSource, HFDatasetSource, StdlibSource,
+        ProceduralSource,
+    ],
     Field(discriminator="type"),
 ]
 
@@ -143,10 +158,22 @@ class ValidationConfig(StrictModel):
     seed: int = 0
 
 
+class FilterConfig(StrictModel):
+    """One step of prepare's document filter chain (data/filters): a registered filter by name, its options,
+    and the domains it applies to (default: all)."""
+
+    name: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+    domains: list[str] | None = Field(default=None, description="Apply only to these domains (default: all).")
+
+
 class PrepareConfig(StrictModel):
     """Root config of `pretrainlab prepare`."""
 
     sources: list[SourceConfig] = Field(min_length=1)
+    filters: list[FilterConfig] = Field(
+        default_factory=list, description="Document filters applied in order before the validation split."
+    )
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     output: str = "prepared/data"
@@ -160,6 +187,26 @@ class PrepareConfig(StrictModel):
 # --------------------------------------------------------------------------------------------
 
 
+class MixtureStage(StrictModel):
+    """One stage of a data curriculum: the domain weights in force until `until_tokens` training tokens (or
+    `until_fraction` of train.steps) have been seen; the last stage has neither and runs to the end."""
+
+    weights: dict[str, float]
+    until_tokens: int | None = Field(default=None, gt=0)
+    until_fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> "MixtureStage":
+        if self.until_tokens is not None and self.until_fraction is not None:
+            raise ValueError("a stage ends at until_tokens or until_fraction, not both")
+        bad = [k for k, w in self.weights.items() if not (w >= 0)]
+        if bad:
+            raise ValueError(f"weights must be >= 0 (domain {bad[0]!r})")
+        if sum(self.weights.values()) <= 0:
+            raise ValueError("at least one domain weight must be > 0")
+        return self
+
+
 class DataConfig(StrictModel):
     """Which prepared folder to train on and how windows are drawn from it."""
 
@@ -169,9 +216,35 @@ class DataConfig(StrictModel):
     weights: dict[str, float] | None = Field(
         default=None, description="Per-domain sampling weights; default: proportional to tokens."
     )
+    stages: list[MixtureStage] = Field(
+        default_factory=list,
+        description="A curriculum: mixture stages in order, each until a token count or fraction of training.",
+    )
+    max_epochs: float | dict[str, float] | None = Field(
+        default=None,
+        description="Repetition cap: a domain stops being sampled after this many epochs (one value or per domain).",
+    )
     allow_fingerprint_change: bool = Field(
         default=False, description="Let --resume continue on prepared data that changed."
     )
+
+    @model_validator(mode="after")
+    def _one_mixture(self) -> "DataConfig":
+        if self.stages and self.weights is not None:
+            raise ValueError("give either data.weights or data.stages (each stage has its own weights), not both")
+        for i, stage in enumerate(self.stages):
+            last = i == len(self.stages) - 1
+            bounded = stage.until_tokens is not None or stage.until_fraction is not None
+            if bounded == last:
+                raise ValueError(
+                    f"stages[{i}]: every stage but the last needs until_tokens or until_fraction; the last runs to "
+                    "the end and has neither"
+                )
+        caps = self.max_epochs if isinstance(self.max_epochs, dict) else {"*": self.max_epochs}
+        for name, cap in caps.items():
+            if cap is not None and not cap > 0:
+                raise ValueError(f"max_epochs[{name!r}] must be > 0 (got {cap})")
+        return self
 
     @field_validator("weights")
     @classmethod
