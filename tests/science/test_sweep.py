@@ -383,3 +383,15 @@ def test_a_point_a_lost_run_still_trains_is_refused(tmp_path: Path, tiny_prepare
         orphan.wait()
     assert not sweep_mod._is_run_process(orphan.pid, "lr-0.001_s0")  # gone: the sweep may run the point again
     assert not sweep_mod._is_run_process(os.getppid(), "lr-0.001_s0") or process_args(os.getppid()) is None
+
+
+def test_config_diff_lets_init_from_fill_null_model_fields():
+    from pretrainlab.config import RunConfig
+    from pretrainlab.science.sweep import config_diff
+
+    wanted = RunConfig(init_from="runs/source", model={"linear": "dense"})
+    recorded = RunConfig(init_from="runs/source", model={"n_layers": 2, "d_model": 64, "n_heads": 2})
+    assert config_diff(recorded, wanted) == []
+    # a field the sweep sets still counts, and without init_from a filled field is a difference
+    assert config_diff(recorded, wanted.model_copy(update={"model": wanted.model.model_copy(update={"n_layers": 3})}))
+    assert config_diff(recorded.model_copy(update={"init_from": None}), wanted.model_copy(update={"init_from": None}))

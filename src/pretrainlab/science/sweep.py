@@ -247,9 +247,18 @@ def _is_run_process(pid: Any, name: str) -> bool:
 
 
 def config_diff(existing: RunConfig, wanted: RunConfig) -> list[str]:
-    """`key: old -> new` for every setting that differs, leaving out IGNORED_KEYS."""
+    """`key: old -> new` for every setting that differs, leaving out IGNORED_KEYS.
+
+    A run started with `init_from` records the model section the source filled in; a model field the
+    wanted config leaves null matches the value recorded there (the same source fills it the same way).
+    """
     a, b = _flatten(existing.model_dump(mode="json")), _flatten(wanted.model_dump(mode="json"))
-    keys = [k for k in dict.fromkeys([*a, *b]) if k not in IGNORED_KEYS and a.get(k) != b.get(k)]
+
+    def filled_by_init_from(k: str) -> bool:
+        return wanted.init_from is not None and k.startswith("model.") and b.get(k) is None
+
+    keys = [k for k in dict.fromkeys([*a, *b])
+            if k not in IGNORED_KEYS and a.get(k) != b.get(k) and not filled_by_init_from(k)]
     return [f"{k}: {format_value(a.get(k))} -> {format_value(b.get(k))}" for k in keys]
 
 
