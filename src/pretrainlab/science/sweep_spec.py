@@ -7,7 +7,10 @@ outermost:
   - `grid: {key: [v1, v2], key2: [...]}`       the product of the value lists (first key outermost),
   - `list: [{key: v, key2: w}, {...}]`          points whose values go together,
   - `random: {count, seed, params: {key: {uniform|log_uniform|int_uniform|choice: ...}}}`
-                                                seeded draws (the same seed gives the same points).
+                                                seeded draws (the same seed gives the same points),
+  - `mixture: {n, alpha, seed, domains, prior, include_uniform}`
+                                                n values of `data.weights` drawn from a Dirichlet over the
+                                                domains (science/mixture_axis.py; RegMix/CLIMB-style search).
 
 `seeds` repeats every point (a count, starting at the base config's seed, or an explicit list); each
 repeat is a separate run with its own `seed`.
@@ -39,7 +42,7 @@ from pydantic import Field, field_validator
 from pretrainlab.config import RunConfig, StrictModel, load_yaml, parse_override, validate
 from pretrainlab.errors import ConfigError, PretrainlabError
 
-AXIS_KINDS = ("grid", "list", "random")
+AXIS_KINDS = ("grid", "list", "random", "mixture")
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "choice")
 RESERVED_KEYS = {
     "name": "each point's name is made by the sweep",
@@ -180,7 +183,7 @@ def resolve_sweep(
     _check_reserved(spec.overrides, f"{source}: overrides")
     common = _with_values(base, spec.overrides, f"{source}: overrides")
     validate(RunConfig, common, source=f"{source}: base + overrides")
-    axes = [_parse_axis(i, raw, common) for i, raw in enumerate(spec.axes)]
+    axes = [_parse_axis(i, raw, common, check_data=check_data) for i, raw in enumerate(spec.axes)]
     _check_disjoint(axes)
     sweep.points = _expand(spec, common, axes, folder)
     check_points(sweep.points, check_data=check_data)
@@ -332,14 +335,14 @@ def _is_section(key: str) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def _parse_axis(i: int, raw: Any, common: dict[str, Any]) -> list[Entry]:
+def _parse_axis(i: int, raw: Any, common: dict[str, Any], *, check_data: bool = True) -> list[Entry]:
     """The entries of axis `i`, each validated against the base + overrides (errors name the axis)."""
     where = f"axes[{i}]"
     if not isinstance(raw, dict) or len(raw) != 1:
         keys = list(raw) if isinstance(raw, dict) else None
         close = difflib.get_close_matches(str(keys[0]), AXIS_KINDS, n=1, cutoff=0.5) if keys else []
         raise ConfigError(
-            f"{where}: an axis is a mapping with one key, grid, list or random (got "
+            f"{where}: an axis is a mapping with one key, grid, list, random or mixture (got "
             + (f"keys {keys}" if keys is not None else type(raw).__name__) + ")"
             + (f"; did you mean {close[0]!r}?" if close and len(keys or []) == 1 else ""),
             hint="e.g. - grid: {optim.lr: [1e-3, 3e-3]}",
@@ -354,10 +357,12 @@ def _parse_axis(i: int, raw: Any, common: dict[str, Any]) -> list[Entry]:
     if kind == "random":
         axis_r = validate(RandomAxis, raw, source=where)
         return _random_entries(where, axis_r.random, common)
+    if kind == "mixture":
+        return _mixture_entries(where, raw, common, check_data=check_data)
     close = difflib.get_close_matches(str(kind), AXIS_KINDS, n=1, cutoff=0.5)
     raise ConfigError(
         f"{where}: unknown axis kind {kind!r}" + (f"; did you mean {close[0]!r}?" if close else "")
-        + " (one of grid, list, random)"
+        + " (one of grid, list, random, mixture)"
     )
 
 
@@ -400,6 +405,26 @@ def _random_entries(where: str, spec: RandomParams, common: dict[str, Any]) -> l
     for n in range(spec.count):
         values = {key: sample(rng) for key, sample in samplers.items()}
         origin = f"{where}[{n}]"
+        _check_entry(origin, values, common)
+        entries.append(Entry(origin, values))
+    return entries
+
+
+def _mixture_entries(where: str, raw: Any, common: dict[str, Any], *, check_data: bool) -> list[Entry]:
+    """Dirichlet-drawn `data.weights` values (science/mixture_axis.py), each checked like a list entry."""
+    from pretrainlab.science.mixture_axis import WEIGHTS_KEY, MixtureAxis, axis_domains, dirichlet_mixtures
+
+    params = validate(MixtureAxis, raw, source=where).mixture
+    where = f"{where}.mixture"
+    data_path = validate(RunConfig, common).data.path
+    domains = axis_domains(params, data_path, where=where, check_data=check_data)
+    mixtures = dirichlet_mixtures(domains, params.n, alpha=params.alpha, seed=params.seed, prior=params.prior,
+                                  include_uniform=params.include_uniform)
+    entries = []
+    for j, weights in enumerate(mixtures):
+        origin = f"{where}.uniform" if params.include_uniform and j == 0 else \
+            f"{where}[{j - 1 if params.include_uniform else j}]"
+        values = {WEIGHTS_KEY: weights}
         _check_entry(origin, values, common)
         entries.append(Entry(origin, values))
     return entries
@@ -605,19 +630,34 @@ def check_points(points: Sequence[Point], *, check_data: bool = True) -> None:
     from pretrainlab.data.prepared import PreparedData
 
     vocab: dict[str, int] = {}
+    domains: dict[str, list[str]] = {}
     if check_data:
         for path in dict.fromkeys(p.config.data.path for p in points):
             users = [p.name for p in points if p.config.data.path == path]
             try:
-                vocab[path] = PreparedData(path).vocab_size
+                prepared = PreparedData(path)
+                vocab[path], domains[path] = prepared.vocab_size, list(prepared.domains)
             except PretrainlabError as e:
                 raise type(e)(f"data.path of {len(users)} point(s), e.g. {users[0]!r}: {e.message}", hint=e.hint) from None
         check_teachers(points)
     for p in points:
         try:
+            if p.config.data.path in domains:
+                check_mixture_domains(p.config, domains[p.config.data.path])
             check_run_config(p.config, vocab_size=vocab.get(p.config.data.path))
         except PretrainlabError as e:
             raise type(e)(f"point {p.name!r} ({p.origin}): {e.message}", hint=e.hint) from None
+
+
+def check_mixture_domains(cfg: RunConfig, domains: Sequence[str]) -> None:
+    """`data.weights`, every `data.stages[i].weights` and a per-domain `data.max_epochs` name only `domains`."""
+    from pretrainlab.science.mixture_axis import check_weight_domains
+
+    check_weight_domains(cfg.data.weights, domains, where="data.weights")
+    for i, stage in enumerate(cfg.data.stages):
+        check_weight_domains(stage.weights, domains, where=f"data.stages[{i}].weights")
+    if isinstance(cfg.data.max_epochs, dict):
+        check_weight_domains(cfg.data.max_epochs, domains, where="data.max_epochs")
 
 
 def check_teachers(points: Sequence[Point]) -> None:
