@@ -8,6 +8,10 @@ the batches the original would have (the "stateless, resumable data loader" of t
 without storing any permutation). Every rank computes the whole global batch plan and advances all
 counters, then reads only its own contiguous slice of rows: one process and N processes see the same
 global batch, and a run can resume on a different number of processes.
+
+The weights that draw batch b are a pure function of that state too: the fixed weights (or the last
+`set_weights`), or the stage of a `MixtureSchedule` in force at token `b x global_rows x seq_len`, then
+the repetition caps (`max_epochs`, checked against the window counters before the batch).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import numpy as np
 import torch
 
 from pretrainlab.data.batch import Batch
+from pretrainlab.data.mixture_caps import epoch_caps, without_capped
+from pretrainlab.data.mixture_schedule import MixtureSchedule
 from pretrainlab.data.prepared import PreparedData
 from pretrainlab.data.sampling import draw_domains, normalise_weights
 from pretrainlab.data.shards import SPLITS
@@ -34,6 +40,10 @@ class TokenLoader:
     `next_batch()` returns this rank's `global_rows // world_size` rows of the next global batch.
     In `random` mode rows are contiguous windows (no loss mask); in `packed` mode rows are
     document-aligned and padded, with `loss_mask` False on padding.
+
+    The mixture is `weights` (default: proportional to tokens), changeable with `set_weights`, or a
+    `schedule` of stages (then `set_weights` is refused). `max_epochs` (one cap or {domain: cap}) stops
+    drawing a domain once it has served that many epochs of its windows.
     """
 
     def __init__(
@@ -48,6 +58,8 @@ class TokenLoader:
         rank: int = 0,
         world_size: int = 1,
         split: str = "train",
+        schedule: MixtureSchedule | None = None,
+        max_epochs: float | dict[str, float] | None = None,
     ) -> None:
         _check_arguments(seq_len, global_rows, seed, mode, rank, world_size, split)
         self.data = data
@@ -74,7 +86,22 @@ class TokenLoader:
                 self._layouts.append(PackedRows(np.asarray(shard.offsets), self.seq_len))
         self._usable = {name: layout.n_windows > 0 for name, layout in zip(self.domains, self._layouts)}
 
-        if weights is None:
+        self.schedule = schedule
+        if schedule is not None:
+            if weights is not None:
+                raise ConfigError("give data.weights or data.stages, not both",
+                                  hint="each stage carries its own weights; remove data.weights")
+            if list(schedule.domains) != self.domains:
+                raise DataError(
+                    f"the mixture schedule was built for domains {', '.join(schedule.domains)}; the data in "
+                    f"{data.path} has {', '.join(self.domains)}",
+                    hint="build the schedule from this prepared folder's domains",
+                )
+            for i, stage in enumerate(schedule.weights):
+                normalise_weights(stage, self.domains, usable=self._usable, where=f"data.stages.{i}.weights")
+            weights = dict(zip(self.domains, schedule.probs[0].tolist()))
+            where = "data.stages.0.weights"
+        elif weights is None:
             where = f"default weights (proportional to {split} tokens)"
             # A domain too small for one row gets 0 here; only weights the user gave make that an error.
             weights = {d: float(n) if self._usable[d] else 0.0 for d, n in data.domain_tokens(split).items()}
@@ -84,17 +111,88 @@ class TokenLoader:
         self._batch = 0
         self._counters = [0] * len(self.domains)
         self._orders: dict[int, EpochOrder] = {}
+        self.tokens_per_batch = self.global_rows * self.seq_len
+        caps = epoch_caps(max_epochs, self.domains)
+        self._caps = caps
+        self._cap_windows: np.ndarray | None = None
+        if caps is not None:
+            per_epoch = np.asarray([layout.n_windows for layout in self._layouts], dtype=np.float64)
+            self._cap_windows = np.where(np.isfinite(caps), caps * per_epoch, np.inf)
+        self._capped_at: dict[str, int] = {}  # domain -> first token at which it was found at its cap
+        self._last_probs: np.ndarray | None = None  # what drew the latest batch (for the metrics)
 
     # ---------------------------------------------------------------- mixture
 
     @property
     def weights(self) -> dict[str, float]:
-        """The normalised sampling probability of each domain (manifest order)."""
-        return {name: float(p) for name, p in zip(self.domains, self._probs)}
+        """The probability of each domain (manifest order) for the next batch: the fixed weights or the
+        schedule's stage, with capped domains at 0 (all 0 when every domain it draws from is capped)."""
+        probs = self._next_probs()
+        if probs is None:
+            probs = np.zeros(len(self.domains))
+        return {name: float(p) for name, p in zip(self.domains, probs)}
 
     def set_weights(self, weights: dict[str, float]) -> None:
-        """Change the mixture from the next batch on (unnamed domains get 0; validated first)."""
+        """Change the mixture from the next batch on (unnamed domains get 0; validated first).
+
+        In place and O(domains): online re-weighting (Skill-it, a mixing agent) may call it every step.
+        Refused (ConfigError) when a schedule of stages owns the mixture.
+        """
+        if self.schedule is not None:
+            raise ConfigError(
+                "data.stages is set: the mixture follows its stages, so an online re-weighting callback "
+                "(set_weights) cannot change it",
+                hint="use either data.stages or the re-weighting callback, not both",
+            )
         self._probs = normalise_weights(weights, self.domains, usable=self._usable, where="weights")
+
+    def mixture_metrics(self) -> dict[str, dict[str, float]]:
+        """For the train log lines: `domain_weights` (the probabilities that drew the latest batch; the next
+        batch's before any), `domain_share` (each domain's share of the rows drawn so far) and
+        `domain_epochs` (epochs of its windows seen)."""
+        probs = self._last_probs if self._last_probs is not None else self._next_probs()
+        if probs is None:
+            probs = np.zeros(len(self.domains))
+        total = sum(self._counters)
+        return {
+            "domain_weights": {name: float(p) for name, p in zip(self.domains, probs)},
+            "domain_share": {name: (c / total if total else 0.0) for name, c in zip(self.domains, self._counters)},
+            "domain_epochs": self.epochs_seen(),
+        }
+
+    def _base_probs(self) -> np.ndarray:
+        """The weights for the next batch before caps: the schedule's stage, or the fixed/set weights."""
+        if self.schedule is None:
+            return self._probs
+        return self.schedule.weights_at(self._batch * self.tokens_per_batch)
+
+    def _next_probs(self) -> np.ndarray | None:
+        """The next batch's probabilities after caps; None when every domain it draws from is capped."""
+        probs = self._base_probs()
+        if self._cap_windows is None:
+            return probs
+        return without_capped(probs, np.asarray(self._counters) >= self._cap_windows)
+
+    def _note_caps(self) -> None:
+        tokens = self._batch * self.tokens_per_batch
+        for d in np.flatnonzero(np.asarray(self._counters) >= self._cap_windows).tolist():
+            self._capped_at.setdefault(self.domains[d], tokens)
+
+    def _exhausted(self) -> DataError:
+        tokens = self._batch * self.tokens_per_batch
+        epochs = self.epochs_seen()
+        assert self._caps is not None
+        hit = [
+            f"{name!r} at token {self._capped_at.get(name, tokens):,} ({epochs[name]:.2f} epochs, cap {cap:g})"
+            for name, p, cap in zip(self.domains, self._base_probs(), self._caps)
+            if p > 0
+        ]
+        return DataError(
+            f"no data left for batch {self._batch} (token {tokens:,}): every domain the mixture draws from has "
+            f"reached its data.max_epochs cap: {'; '.join(hit)}",
+            hint="raise data.max_epochs for those domains (or remove the cap), add data to them, give weight "
+            "to other domains, or train for fewer steps",
+        )
 
     def epochs_seen(self) -> dict[str, float]:
         """Windows used / windows per epoch, per domain (0.0 for a domain that has no rows)."""
@@ -122,7 +220,13 @@ class TokenLoader:
         n_local = self.global_rows // self.world_size
         lo = self.rank * n_local
         hi = lo + n_local
-        row_domains = draw_domains(self.seed, self._batch, self._probs, self.global_rows)
+        if self._cap_windows is not None:
+            self._note_caps()
+        probs = self._next_probs()
+        if probs is None:
+            raise self._exhausted()
+        self._last_probs = probs
+        row_domains = draw_domains(self.seed, self._batch, probs, self.global_rows)
 
         tokens = np.empty((n_local, self.row_len), dtype=np.int64)
         mask = np.ones((n_local, self.row_len), dtype=bool) if self.mode == "packed" else None
@@ -179,7 +283,9 @@ class TokenLoader:
             "seed": self.seed,
             "batch": self._batch,
             "counters": {name: int(c) for name, c in zip(self.domains, self._counters)},
-            "weights": self.weights,
+            "weights": {name: float(p) for name, p in zip(self.domains, self._base_probs())},
+            "schedule": None if self.schedule is None else self.schedule.describe(),
+            "capped_at": dict(self._capped_at),
             "mode": self.mode,
             "seq_len": self.seq_len,
             "global_rows": self.global_rows,
@@ -194,6 +300,8 @@ class TokenLoader:
         batch size or split, or on other prepared data unless `allow_fingerprint_change`; then
         counters and weights of domains no longer present are dropped and new domains start at 0
         (weight 0 too). The saved seed replaces the constructor's: the state alone fixes the order.
+        A state saved with other mixture stages (or none, or stages where this loader has none) is
+        refused: the curriculum is part of the data order. States older than stages load unchanged.
         """
         if not isinstance(state, dict):
             raise DataError(f"loader state must be a dict, not {type(state).__name__}", hint="use a checkpoint's state")
@@ -247,12 +355,32 @@ class TokenLoader:
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
             raise DataError(f"loader state: batch is {batch!r}, not an integer >= 0")
         _check_seed(state["seed"])
+        saved_schedule = state.get("schedule")
+        mine = None if self.schedule is None else self.schedule.describe()
+        if saved_schedule != mine:
+            raise DataError(
+                f"the saved loader state was drawn with data.stages {_stages_text(saved_schedule)}, "
+                f"this loader has {_stages_text(mine)}",
+                hint="resume with the data.stages, train.steps and train.global_batch_tokens the run was started "
+                "with (until_fraction depends on train.steps), or start a new run with init_from",
+            )
+        capped_at = state.get("capped_at") or {}
+        if not isinstance(capped_at, dict):
+            raise DataError("loader state: capped_at must be a mapping by domain")
 
         self.seed = int(state["seed"])
         self._batch = batch
         self._counters = new_counters
         self._probs = probs
         self._orders = {}
+        self._capped_at = {name: int(t) for name, t in capped_at.items() if name in self.domains}
+        self._last_probs = None
+
+
+def _stages_text(described: dict[str, Any] | None) -> str:
+    if described is None:
+        return "none"
+    return f"with bounds {described['bounds']} and weights {described['weights']}"
 
 
 def _check_seed(seed: Any) -> None:

@@ -80,6 +80,12 @@ class Trainer:
         # built now: the model section may have been filled from init_from (e.g. model.linear's own callbacks)
         self.callbacks: list[Callback] = build_callbacks(cfg.callbacks, defaults=default_callbacks(cfg))
         self.model_cfg = resolve_model_config(cfg.model, vocab_size=self.data.vocab_size, seq_len=cfg.data.seq_len)
+        schedule = None
+        if cfg.data.stages:
+            from pretrainlab.data.mixture_schedule import MixtureSchedule
+
+            schedule = MixtureSchedule.from_stages(cfg.data.stages, domains=self.data.domains, steps=cfg.train.steps,
+                                                   tokens_per_batch=self.plan.tokens_per_step)
         self.loader = TokenLoader(
             self.data,
             seq_len=cfg.data.seq_len,
@@ -89,6 +95,8 @@ class Trainer:
             weights=cfg.data.weights,
             rank=self.ctx.rank,
             world_size=self.ctx.world_size,
+            schedule=schedule,
+            max_epochs=cfg.data.max_epochs,
         )
         self._has_val = any(self.data.shard(d, "val").n_tokens > 1 for d in self.data.domains)
         self.autocast_dtype = autocast_dtype(cfg.train.precision, self.device)
@@ -290,6 +298,8 @@ class Trainer:
         log_now = self.step % cfg.train.log_every == 0 or self.step == 1 or self.step == cfg.train.steps
         if log_now:
             metrics["tokens_per_s"], metrics["mfu"] = self.meter.rate()
+            if len(self.loader.domains) >= 2:  # domain_weights, domain_share, domain_epochs
+                metrics.update(self.loader.mixture_metrics())
         for cb in self.callbacks:
             cb.on_step_end(self, metrics)
         self.last_metrics = metrics
@@ -326,6 +336,9 @@ class Trainer:
                       "params_non_embedding": self.param_counts["params_non_embedding"],
                       "flops_per_token": self.flops_per_token})
         final.update(end_line_fields(self))  # peak_memory_mb, memory_estimate_mb
+        if len(self.loader.domains) >= 2:
+            mixture = self.loader.mixture_metrics()
+            final.update(domain_share=mixture["domain_share"], domain_epochs=mixture["domain_epochs"])
         if self.writer is not None:
             self.writer.write({"event": "end", **final})
         if self._checkpointed_step != self.step:
