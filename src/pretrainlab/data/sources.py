@@ -723,4 +723,8 @@ _SOURCE_TYPES: dict[str, type[Source]] = {
 
 def open_source(cfg: SourceConfig, index: int) -> Source:
     """The source for one config entry, its files resolved (DataError when a path matches nothing)."""
+    if cfg.type == "procedural":  # generated documents (data/procedural, which imports this module)
+        from pretrainlab.data.procedural.source import ProceduralDocumentsSource as procedural
+
+        return procedural(cfg, index)
     return _SOURCE_TYPES[cfg.type](cfg, index)  # type: ignore[arg-type]
