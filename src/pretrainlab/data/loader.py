@@ -166,17 +166,15 @@ class TokenLoader:
             return self._probs
         return self.schedule.weights_at(self._batch * self.tokens_per_batch)
 
-    def _next_probs(self) -> np.ndarray | None:
+    def _capped(self) -> np.ndarray | None:
+        """Which domains have reached their cap (None without caps)."""
+        return None if self._cap_windows is None else np.asarray(self._counters) >= self._cap_windows
+
+    def _next_probs(self, capped: np.ndarray | None = None) -> np.ndarray | None:
         """The next batch's probabilities after caps; None when every domain it draws from is capped."""
         probs = self._base_probs()
-        if self._cap_windows is None:
-            return probs
-        return without_capped(probs, np.asarray(self._counters) >= self._cap_windows)
-
-    def _note_caps(self) -> None:
-        tokens = self._batch * self.tokens_per_batch
-        for d in np.flatnonzero(np.asarray(self._counters) >= self._cap_windows).tolist():
-            self._capped_at.setdefault(self.domains[d], tokens)
+        capped = self._capped() if capped is None else capped
+        return probs if capped is None else without_capped(probs, capped)
 
     def _exhausted(self) -> DataError:
         tokens = self._batch * self.tokens_per_batch
@@ -220,9 +218,12 @@ class TokenLoader:
         n_local = self.global_rows // self.world_size
         lo = self.rank * n_local
         hi = lo + n_local
-        if self._cap_windows is not None:
-            self._note_caps()
-        probs = self._next_probs()
+        capped = self._capped()
+        if capped is not None and capped.any():  # remember when each domain was first found at its cap
+            tokens = self._batch * self.tokens_per_batch
+            for d in np.flatnonzero(capped).tolist():
+                self._capped_at.setdefault(self.domains[d], tokens)
+        probs = self._next_probs(capped)
         if probs is None:
             raise self._exhausted()
         self._last_probs = probs

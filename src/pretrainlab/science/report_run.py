@@ -2,8 +2,9 @@
 
 A summary table (size, tokens, steps, wall time, throughput, MFU, final losses), per-domain validation
 figures, the key config values and the environment, then plots: training and validation loss against
-tokens, per-domain validation curves, learning rate, throughput and gradient norm against step, and one
-small plot for every other numeric metric a recipe logs (`live_params`, `domain_weights/<d>`, `kl`, ...).
+tokens, per-domain validation curves, the data mixture (weights, shares and stage switches: mixture_plot.py),
+learning rate, throughput and gradient norm against step, and one small plot for every other numeric
+metric a recipe logs (`live_params`, `domain_weights/<d>`, `kl`, ...).
 A run with no end line, no metrics or no validation lines is reported as such, never as a finished one.
 """
 
@@ -255,6 +256,12 @@ def run_plots(run: RunData, target: PlotTarget) -> tuple[list[Block], list[list[
         written = line_plot(target.file("val-loss-domains"), curves, title="Validation loss per domain",
                             x_label="tokens", y_label="val_loss (nats/token)")
         blocks.append(target.block(written, "validation loss per domain vs tokens"))
+    from pretrainlab.science.mixture_plot import mixture_plot
+
+    mixture = mixture_plot(target.file("mixture"), train, run.config)
+    if mixture is not None:
+        blocks.append(target.block(mixture, "data mixture vs tokens: weights in force, realised shares, stage "
+                                            "switches"))
     for key, title, label in (("lr", "Learning rate", "learning rate"), ("tokens_per_s", "Throughput", "tokens/s"),
                               ("grad_norm", "Gradient norm", "global grad norm (before clipping)")):
         log_y = key == "grad_norm" and _positive(train, key)
