@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--char-ngrams", nargs=2, type=int, default=None, metavar=("LO", "HI"),
                    help="add char_wb n-grams (e.g. 3 5)")
     t.add_argument("--no-word-ngrams", action="store_true", help="only char n-grams")
-    t.add_argument("--features", type=int, default=2**20, help="hashed features per analyzer (default 2^20)")
+    t.add_argument("--features", type=int, default=2**18, help="hashed features per analyzer (default 2^18)")
     t.add_argument("--c", type=float, default=1.0, help="inverse L2 regularisation strength (default 1)")
     t.add_argument("--seed", type=int, default=0, help="seed of tie-breaking and of the held-out split")
     t.set_defaults(func=run_train)
