@@ -5,6 +5,12 @@ batches of about `batch_bytes` of text through a bounded queue to the main threa
 with the multi-threaded `tokenizers` core and appends them to one shard per (domain, split). So reading
 overlaps encoding, and memory is bounded by a few batches whatever the corpus size.
 
+With `filters` configured, a filter pass runs first (data/filters/chain.py): the chain sees every document
+in source order, before the validation split, and decides which are removed; the tokenizer's training
+sample and the tokenizing pass then skip those. So the tokenizer is trained on filtered text, and stateful
+filters (near-duplicate removal) see the documents in one fixed order whatever the sample interleaving.
+The chain's statistics go to manifest["filters"], every removed document's id to `removed.jsonl`.
+
 Everything is written to a sibling `<output>.tmp-<pid>` folder, manifest last, and renamed into place only
 when complete: an interrupted prepare never leaves a folder that looks finished.
 """
@@ -27,6 +33,7 @@ import numpy as np
 
 from pretrainlab.config import PrepareConfig
 from pretrainlab.data.diagnostics import Diagnostics
+from pretrainlab.data.filters.chain import FilterChain
 from pretrainlab.data.prepared import MANIFEST_FORMAT, fingerprint_of
 from pretrainlab.data.shards import SPLITS, ShardWriter, token_dtype
 from pretrainlab.data.sources import Document, Source, open_source
@@ -36,6 +43,9 @@ from pretrainlab.data.tokenizer import TextTokenizer
 from pretrainlab.errors import DataError
 
 QUEUE_BATCHES = 2
+REMOVED_FILE = "removed.jsonl"
+# Whether a document survives the filters: (source, document) -> keep. None: no filters configured.
+Keep = Callable[[Source, Document], bool] | None
 # Settings that say where the output goes, not what is in it: kept out of the recorded config so that
 # the same data prepared twice (or into another folder) has the same fingerprint.
 _NOT_RECORDED = ("output", "overwrite")
@@ -62,24 +72,30 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> Path:
     _remove_stale_temps(output)
     sources = [open_source(s, i) for i, s in enumerate(cfg.sources)]
     _refuse_output_among_sources(output, sources)
+    chain = FilterChain(cfg.filters, [s.domain for s in sources])
     splitter = ValidationSplit(cfg.validation)
     tmp = output.parent / f"{output.name}.tmp-{os.getpid()}"
     if _exists(tmp):
         _remove(tmp)
     tmp.mkdir(parents=True)
     try:
-        tokenizer = _build_tokenizer(cfg, sources, splitter)
+        keep = _filter_pass(cfg, sources, splitter, chain, progress) if chain else None
+        tokenizer = _build_tokenizer(cfg, sources, splitter, keep)
         diag = Diagnostics(strict=cfg.strict)
-        stats = _tokenize_all(cfg, sources, splitter, tokenizer, diag, tmp, progress)
+        stats = _tokenize_all(cfg, sources, splitter, tokenizer, diag, tmp, progress, keep)
         tokenizer.save(tmp)
         manifest = _manifest(cfg, sources, tokenizer, diag, stats)
+        if chain:
+            manifest["filters"] = chain.manifest_entry()
+            manifest["fingerprint"] = fingerprint_of(manifest)
+            _write_removed(tmp / REMOVED_FILE, chain)
         _warn_about_split(cfg, manifest, splitter, diag)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         _publish(tmp, output, cfg.overwrite)
     except BaseException:
         _remove(tmp)
         raise
-    print_summary(manifest, diag.warnings(), str(output))
+    print_summary(manifest, diag.warnings(), str(output), filter_seconds=[s.seconds for s in chain.stats])
     return output
 
 
@@ -89,9 +105,10 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> Path:
 
 
 def _kept_documents(
-    source: Source, diag: Diagnostics, splitter: ValidationSplit, *, require_some: bool
+    source: Source, diag: Diagnostics, splitter: ValidationSplit, *, require_some: bool, keep: Keep = None
 ) -> Iterator[tuple[Document, bool]]:
-    """(document, goes_to_val) for every non-empty document of `source`, up to `max_documents`."""
+    """(document, goes_to_val) for every non-empty document of `source` that `keep` keeps, up to
+    `max_documents` (which counts the documents kept)."""
     kept = 0
     limit = source.cfg.max_documents
     for doc in source.documents(diag):
@@ -99,6 +116,8 @@ def _kept_documents(
             diag.empty_document(source.domain)
             continue
         doc = _without_surrogates(doc, source.domain, diag)
+        if keep is not None and not keep(source, doc):
+            continue
         yield doc, splitter.is_val(source.domain, doc.file, doc.index)
         kept += 1
         if limit is not None and kept >= limit:
@@ -111,12 +130,14 @@ def _kept_documents(
         )
 
 
-def _training_sample(cfg: PrepareConfig, sources: list[Source], splitter: ValidationSplit) -> Iterator[str]:
+def _training_sample(
+    cfg: PrepareConfig, sources: list[Source], splitter: ValidationSplit, keep: Keep = None
+) -> Iterator[str]:
     """The first `train_sample_bytes` of training text, spread over the sources: the next document always
     comes from the source that has contributed the fewest bytes so far, so a small domain is not drowned."""
     budget = cfg.tokenizer.train_sample_bytes
     diag = Diagnostics(strict=cfg.strict)  # warnings are reported by the full pass
-    streams = [_kept_documents(s, diag, splitter, require_some=False) for s in sources]
+    streams = [_kept_documents(s, diag, splitter, require_some=False, keep=keep) for s in sources]
     taken = [0] * len(streams)
     active = set(range(len(streams)))
     total = 0
@@ -140,9 +161,44 @@ def _training_sample(cfg: PrepareConfig, sources: list[Source], splitter: Valida
             s.close()
 
 
-def _build_tokenizer(cfg: PrepareConfig, sources: list[Source], splitter: ValidationSplit) -> TextTokenizer:
-    sample = _training_sample(cfg, sources, splitter) if cfg.tokenizer.kind == "bpe" else None
+def _build_tokenizer(cfg: PrepareConfig, sources: list[Source], splitter: ValidationSplit, keep: Keep) -> TextTokenizer:
+    sample = _training_sample(cfg, sources, splitter, keep) if cfg.tokenizer.kind == "bpe" else None
     return TextTokenizer.from_config(cfg.tokenizer, sample)
+
+
+def _filter_pass(
+    cfg: PrepareConfig, sources: list[Source], splitter: ValidationSplit, chain: FilterChain, progress: bool
+) -> Keep:
+    """Run the filter chain over every document in source order; return the predicate the later passes use.
+
+    DataError when the filters remove every document of a source (naming its domain and the filters)."""
+    chain.reset()
+    diag = Diagnostics(strict=cfg.strict)  # warnings are reported by the full pass
+    with make_progress(progress) as bar:
+        task = bar.add_task("filtering", total=sum(s.total_bytes() for s in sources) or None)
+        for source in sources:
+            before = len(chain.removed)
+
+            def check(src: Source, doc: Document) -> bool:
+                bar.advance(task, len(doc.text))
+                return chain.check(src.domain, doc.text, source=src.index, file=doc.file.display, index=doc.index)
+
+            kept = sum(1 for _ in _kept_documents(source, diag, splitter, require_some=False, keep=check))
+            if kept == 0 and len(chain.removed) > before:
+                raise DataError(
+                    f"the filters removed every document of domain {source.domain!r} from {source.describe()}: "
+                    + chain.removed_by(source.domain),
+                    hint="loosen that filter's options, limit it to other domains (filters.<i>.domains), or drop it",
+                )
+    removed = {(r.source, r.file, r.index) for r in chain.removed}
+    return lambda source, doc: (source.index, doc.file.display, doc.index) not in removed
+
+
+def _write_removed(path: Path, chain: FilterChain) -> None:
+    names = chain.names
+    with path.open("w", encoding="utf-8") as f:
+        for r in chain.removed:
+            f.write(json.dumps(r.as_dict(names), sort_keys=True) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,11 +220,11 @@ class _Batch:
 
 
 def _batches(
-    cfg: PrepareConfig, sources: list[Source], splitter: ValidationSplit, diag: Diagnostics
+    cfg: PrepareConfig, sources: list[Source], splitter: ValidationSplit, diag: Diagnostics, keep: Keep
 ) -> Iterator[_Batch]:
     batch = _Batch()
     for source in sources:
-        for doc, is_val in _kept_documents(source, diag, splitter, require_some=True):
+        for doc, is_val in _kept_documents(source, diag, splitter, require_some=True, keep=keep):
             batch.add((source.domain, "val" if is_val else "train"), doc.text)
             if batch.n_bytes >= cfg.batch_bytes:
                 yield batch
@@ -242,12 +298,13 @@ def _tokenize_all(
     diag: Diagnostics,
     folder: Path,
     progress: bool,
+    keep: Keep = None,
 ) -> _Stats:
     dtype = token_dtype(tokenizer.vocab_size)
     domains = list(dict.fromkeys(s.domain for s in sources))
     writers = {(d, split): ShardWriter(folder, d, split, dtype) for d in domains for split in SPLITS}
     seconds = {d: 0.0 for d in domains}
-    reader = _ReaderThread(lambda: _batches(cfg, sources, splitter, diag))
+    reader = _ReaderThread(lambda: _batches(cfg, sources, splitter, diag, keep))
     try:
         with make_progress(progress) as bar:
             task = bar.add_task("tokenizing", total=sum(s.total_bytes() for s in sources) or None)

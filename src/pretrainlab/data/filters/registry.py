@@ -19,7 +19,12 @@ from pretrainlab.registry import Registry
 FILTERS: Registry[type[DocumentFilter]] = Registry("document filter")
 
 # Modules whose import registers filters; another module that registers one adds its line here.
-_BUILTIN_MODULES: tuple[str, ...] = ()
+_BUILTIN_MODULES: tuple[str, ...] = (
+    "pretrainlab.data.filters.quality",
+    "pretrainlab.data.filters.toxicity",
+    "pretrainlab.data.filters.minhash",
+    "pretrainlab.recipes.preselect_filter",
+)
 
 
 def register_filter(name: str) -> Callable[[type[DocumentFilter]], type[DocumentFilter]]:
