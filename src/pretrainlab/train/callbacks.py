@@ -105,6 +105,7 @@ def _load_builtins() -> None:
     from pretrainlab.model import decoder  # noqa: F401  (the linears and theirs: "ordered_dropout", "masked_linear")
     from pretrainlab.recipes import journey  # noqa: F401  (registers "gradual_pruning")
     from pretrainlab.recipes import low_rank_tricks  # noqa: F401  (registers "refactorize", "momentum_reset")
+    from pretrainlab.recipes import skill_it  # noqa: F401  (registers "skill_it")
     from pretrainlab.train import signals, stability  # noqa: F401  (register "sigterm", "stability")
 
 
