@@ -23,6 +23,7 @@ from pretrainlab.eval.tasks.formats import FORMATS, Format, detect_format
 from pretrainlab.eval.tasks.prompts import Prompting, encode_pair
 from pretrainlab.eval.tasks.registry import TASKS, TaskDef, TaskSpec, parse_task_args, resolve_tasks
 from pretrainlab.eval.tasks.scorers import SCORERS, Engine, Scorer
+from pretrainlab.eval.tasks import synthetic  # noqa: F401,E402  (registers the generated tasks)
 
 __all__ = [
     "FORMATS",
