@@ -138,6 +138,7 @@ _SCIENCE_COMMANDS = (
     "pretrainlab.science.memory_cli",
     "pretrainlab.eval.lm_eval_cli",
     "pretrainlab.eval.truncate",
+    "pretrainlab.recipes.mixing_policy_cli",
 )
 
 
