@@ -65,3 +65,35 @@ def test_unknown_domain_in_a_stage_is_one_clear_error(tiny_prepared: Path, tmp_p
     err = capsys.readouterr().err
     assert "data.stages.1.weights names unknown domain 'gamma'; the data has: alpha, beta" in err
     assert not (tmp_path / "runs" / "curriculum" / "metrics.jsonl").exists()  # refused before training
+
+
+def test_trainer_resume_mid_stage_and_mid_cap_continues_the_same_curriculum(tiny_prepared: Path,
+                                                                           tmp_path: Path) -> None:
+    """Stopped (with a checkpoint) at step 3 inside stage 0, after 'alpha' hit its cap, then resumed."""
+    from pretrainlab.config import load_config, RunConfig
+    from pretrainlab.train.callbacks import Callback
+    from pretrainlab.train.trainer import Trainer
+
+    class StopAt(Callback):
+        def on_step_end(self, trainer: Trainer, metrics: dict) -> None:
+            if trainer.step == 3:
+                trainer.request_stop("test")
+
+    stages = [{"weights": {"alpha": 1, "beta": 1}, "until_tokens": 5 * TPB}, {"weights": {"alpha": 1, "beta": 3}}]
+    cfg = load_config(RunConfig, config(tmp_path, tiny_prepared, stages, max_epochs={"alpha": 0.005}))
+
+    def lines(run: Path) -> list[tuple]:
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"], r["domain_weights"], r["domain_share"]) for r in rows if "domain_weights" in r
+                and "event" not in r]
+
+    straight = cfg.model_copy(update={"name": "straight"})
+    Trainer(straight).fit()
+    stopped = Trainer(cfg)
+    stopped.callbacks.append(StopAt())
+    stopped.fit()
+    assert stopped.loader.mixture_metrics()["domain_weights"]["alpha"] == 0.0  # capped before step 3
+    Trainer(cfg, resume=True).fit()
+    runs = tmp_path / "runs"
+    assert lines(runs / "curriculum") == lines(runs / "straight")
+    assert len(lines(runs / "straight")) == STEPS
