@@ -54,7 +54,7 @@ def mixture_plot(path: str | Path, lines: list[dict[str, Any]], config: dict[str
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.0, 4.2), dpi=100, layout="constrained")
+    fig = Figure(figsize=(8.4, 4.2), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     colours = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
     drawn = False
@@ -78,7 +78,8 @@ def mixture_plot(path: str | Path, lines: list[dict[str, Any]], config: dict[str
     ax.set_xlabel("tokens")
     ax.set_ylabel("probability / share of rows")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7 if len(names) > 4 else 9, ncol=2 if len(names) > 3 else 1)
+    ax.legend(fontsize=7 if len(names) > 4 else 8, ncol=2 if len(names) > 6 else 1, loc="center left",
+              bbox_to_anchor=(1.01, 0.5))  # beside the axes: the lines span the whole plot
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
