@@ -1,0 +1,52 @@
+"""Prepared byte-level folders for the data-filter replications (dedup, quality-filter).
+
+`prepare_training` writes one training domain from a list of documents, optionally through prepare's
+filter chain (so the replication exercises the same code a user runs); `prepare_heldout` writes documents
+per domain entirely into the validation split, the shared text every arm is scored on. Both use the byte
+tokenizer, so every folder shares one vocabulary, and both are reused when already complete (resume).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pretrainlab.recipes.filter_corpora import write_jsonl
+
+TRAIN_DOMAIN = "text"
+VALIDATION_FRACTION = 0.02  # the runs' own end-of-training evaluation; the comparison uses the held-out folder
+
+
+def prepare_training(folder: Path, texts: list[str], filters: list[dict[str, Any]] | None = None) -> Path:
+    """`texts` (in this order) as domain `text` of a prepared folder at `folder`, through `filters`."""
+    from pretrainlab.config import PrepareConfig, validate
+    from pretrainlab.data.prepare import prepare
+
+    if (folder / "manifest.json").is_file():
+        return folder
+    source = write_jsonl(folder.parent / "sources" / f"{folder.name}.jsonl", texts)
+    cfg = validate(PrepareConfig, {
+        "sources": [{"type": "jsonl", "domain": TRAIN_DOMAIN, "paths": [source.as_posix()]}],
+        "filters": filters or [],
+        "tokenizer": {"kind": "bytes"},
+        "validation": {"fraction": VALIDATION_FRACTION, "seed": 0},
+        "output": str(folder),
+    }, source=f"replication data {folder.name}")
+    return Path(prepare(cfg, progress=False))
+
+
+def prepare_heldout(folder: Path, docs: dict[str, list[str]]) -> Path:
+    """Each domain's documents, all in the validation split, at `folder` (no filters)."""
+    from pretrainlab.config import PrepareConfig, validate
+    from pretrainlab.data.prepare import prepare
+
+    if (folder / "manifest.json").is_file():
+        return folder
+    files = {d: write_jsonl(folder.parent / "sources" / f"{folder.name}-{d}.jsonl", v) for d, v in docs.items() if v}
+    cfg = validate(PrepareConfig, {
+        "sources": [{"type": "jsonl", "domain": d, "paths": [p.as_posix()]} for d, p in files.items()],
+        "tokenizer": {"kind": "bytes"},
+        "validation": {"fraction": 0.0, "files": [p.as_posix() for p in files.values()]},
+        "output": str(folder),
+    }, source=f"replication held-out data {folder.name}")
+    return Path(prepare(cfg, progress=False))
