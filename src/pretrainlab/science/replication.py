@@ -87,7 +87,6 @@ def load_builtin_replications() -> None:
     from pretrainlab.recipes import curriculum_replication  # noqa: F401
     from pretrainlab.recipes import dedup_replication  # noqa: F401
     from pretrainlab.recipes import skill_it_replication  # noqa: F401
-    from pretrainlab.recipes import climb_replication  # noqa: F401
 
 
 def write_replication(out: Path, result: ReplicationResult) -> Path:
