@@ -91,16 +91,16 @@ class DedupCorpora:
 
 def build_corpora(scale: Scale, documents: dict[str, list[str]], origin: str, seed: int = 0) -> DedupCorpora:
     """Split each domain into held-out and training documents, plant the near-copies, shuffle (seeded)."""
-    from pretrainlab.recipes.filter_corpora import near_copy, vocabulary
+    from pretrainlab.recipes.filter_corpora import near_copy, take_bytes, vocabulary
 
     rng = random.Random(seed)
     heldout: dict[str, list[str]] = {}
     clean: list[str] = []
     per_domain = scale.train_bytes // len(documents)
     for domain, docs in documents.items():
-        held, rest = _take(docs, scale.heldout_bytes)
+        held, rest = take_bytes(docs, scale.heldout_bytes)
         heldout[domain] = held
-        clean += _take(rest, per_domain)[0]
+        clean += take_bytes(rest, per_domain)[0]
     rng.shuffle(clean)
     vocab = vocabulary(clean)
     chosen = sorted(rng.sample(range(len(clean)), max(1, round(scale.dup_fraction * len(clean)))))
@@ -111,16 +111,6 @@ def build_corpora(scale: Scale, documents: dict[str, list[str]], origin: str, se
     heldout[REPEATED] = [clean[i] for i in chosen]
     return DedupCorpora(clean=clean, duplicated=[t for _, t in docs],
                         cluster=[i if i in chosen_set else -1 for i, _ in docs], heldout=heldout, origin=origin)
-
-
-def _take(docs: list[str], n_bytes: int) -> tuple[list[str], list[str]]:
-    """The first documents up to `n_bytes` (at least one), and the rest."""
-    total = 0
-    for k, d in enumerate(docs):
-        if total >= n_bytes:
-            return docs[:k], docs[k:]
-        total += len(d.encode("utf-8"))
-    return docs, []
 
 
 def dedup_quality(cluster: list[int], removed: set[int]) -> dict[str, float]:
@@ -204,7 +194,7 @@ def claim_dedup_recovers(clean: list[float], duplicated: list[float], deduplicat
 def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
     """Build and prepare the three corpora, train every arm on every seed, score them on the held-out text."""
     from pretrainlab.recipes.filter_corpora import documents_for
-    from pretrainlab.recipes.filter_prepare import prepare_heldout, prepare_training
+    from pretrainlab.recipes.filter_prepare import corpus_bytes, prepare_heldout, prepare_training, removed_indices
     from pretrainlab.recipes.heldout_eval import heldout_metrics, mean_loss
     from pretrainlab.recipes.sltrain_replication import base_tree
     from pretrainlab.science.arms import plot_train_curves, run_arms
@@ -219,7 +209,7 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
                                          filters=[{"name": "minhash_dedup"}]),
     }
     heldout = prepare_heldout(folder / "heldout", corpora.heldout)
-    removed = _removed_lines(paths["deduplicated"])
+    removed = removed_indices(paths["deduplicated"])
     quality = dedup_quality(corpora.cluster, removed)
     _say(f"data: {corpora.origin}; {len(corpora.clean)} clean documents, {len(corpora.duplicated)} with copies; "
          f"dedup removed {len(removed)} (recall {quality['recall']:.1%})")
@@ -241,7 +231,7 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
     claims = [claim_dedup_catches(quality), claim_duplicates_hurt(losses["clean"], losses["duplicated"]),
               claim_dedup_recovers(losses["clean"], losses["duplicated"], losses["deduplicated"])]
     plot_train_curves(res, Path(ctx.out) / "plots" / "train_loss.png", title=f"dedup ({ctx.scale})")
-    sizes = {a: _train_bytes(p) for a, p in paths.items()}
+    sizes = {a: corpus_bytes(p) for a, p in paths.items()}
     notes = [
         f"Scale {ctx.scale}: byte vocabulary, d_model {scale.d_model}, {scale.n_layers} layers, sequence {scale.seq_len}, "
         f"{scale.steps} steps of {scale.seq_len * scale.batch_rows:,} tokens ({scale.train_tokens:,} per run, equal "
@@ -270,22 +260,6 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
     }
     return ReplicationResult(name="dedup", paper=PAPER, scale=ctx.scale, seeds=len(seeds), wall_s=0.0,
                              claims=claims, notes=notes, details=details)
-
-
-def _removed_lines(folder: Path) -> set[int]:
-    import json
-
-    path = folder / "removed.jsonl"
-    if not path.is_file():
-        return set()
-    return {json.loads(line)["index"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
-
-
-def _train_bytes(folder: Path) -> int:
-    from pretrainlab.data.prepared import PreparedData
-
-    entry = PreparedData(folder).manifest["domains"]
-    return sum(e["train"]["bytes"] + e["val"]["bytes"] for e in entry.values())
 
 
 def _say(text: str) -> None:

@@ -74,6 +74,16 @@ def documents_for(data: Path | None, seed: int = 0) -> tuple[dict[str, list[str]
     return {d: v for d, v in docs.items() if v}, f"--data {data} (its documents, decoded)"
 
 
+def take_bytes(docs: list[str], n_bytes: int) -> tuple[list[str], list[str]]:
+    """The first documents until `n_bytes` of UTF-8 are reached (at least one), and the rest."""
+    total = 0
+    for k, d in enumerate(docs):
+        if total >= n_bytes:
+            return docs[:k], docs[k:]
+        total += len(d.encode("utf-8"))
+    return docs, []
+
+
 def corpora_present() -> bool:
     files = [CORPORA / "tinystories" / "tinystories_train_first2MiB.txt", CORPORA / "wikitext-2" / "wiki.valid.tokens",
              *(CORPORA / "gutenberg-books" / b for b in BOOKS)]

@@ -50,3 +50,21 @@ def prepare_heldout(folder: Path, docs: dict[str, list[str]]) -> Path:
         "output": str(folder),
     }, source=f"replication held-out data {folder.name}")
     return Path(prepare(cfg, progress=False))
+
+
+def removed_indices(folder: Path) -> set[int]:
+    """Line numbers (0-based) of the documents prepare's filters removed from the folder's one JSONL source."""
+    import json
+
+    path = folder / "removed.jsonl"
+    if not path.is_file():
+        return set()
+    return {json.loads(line)["index"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+
+
+def corpus_bytes(folder: Path) -> int:
+    """UTF-8 bytes of every document (train and validation) of a prepared folder."""
+    from pretrainlab.data.prepared import PreparedData
+
+    domains = PreparedData(folder).manifest["domains"]
+    return sum(e["train"]["bytes"] + e["val"]["bytes"] for e in domains.values())

@@ -86,6 +86,7 @@ def load_builtin_replications() -> None:
     from pretrainlab.recipes import journey_replication, spdf_replication  # noqa: F401
     from pretrainlab.recipes import curriculum_replication  # noqa: F401
     from pretrainlab.recipes import dedup_replication  # noqa: F401
+    from pretrainlab.recipes import quality_filter_replication  # noqa: F401
     from pretrainlab.recipes import skill_it_replication  # noqa: F401
 
 
