@@ -136,3 +136,11 @@ def test_chain_stops_at_the_first_removal_and_resets():
     assert [(r.filter_index, r.reason) for r in chain.removed] == [(1, "near_duplicate"), (0, "toxic_words")]
     chain.reset()
     assert chain.check("web", CLEAN) and chain.removed == [] and chain.stats[0].seen == 1
+
+
+def test_the_shipped_example_config_builds_its_chain():
+    from pretrainlab.config import load_yaml
+
+    cfg = validate(PrepareConfig, load_yaml(Path(__file__).resolve().parents[2] / "configs" / "prepare_filters.yaml"))
+    chain = FilterChain(cfg.filters, [s.domain for s in cfg.sources])
+    assert chain.names == ["quality", "toxicity", "minhash_dedup"]

@@ -33,6 +33,8 @@ when the 5-gram coverage exceeds the smallest of their thresholds.
 from __future__ import annotations
 
 import re
+from itertools import filterfalse
+from operator import methodcaller
 from typing import Any
 
 import numpy as np
@@ -49,6 +51,8 @@ _NO_LETTER_WORD = re.compile(r"(?<!\S)(?:[\d_]|[^\w\s])+(?!\S)")
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 _LOREM = re.compile(r"lorem ipsum", re.IGNORECASE)
 _JAVASCRIPT = re.compile(r"javascript", re.IGNORECASE)
+_starts_with_bullet = methodcaller("startswith", BULLETS)
+_ends_with_ellipsis = methodcaller("endswith", ("...", "…"))
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd: n-gram keys are a polynomial in it over the word hashes
 
 
@@ -135,9 +139,11 @@ class QualityFilter(DocumentFilter):
             return "lorem_ipsum"
         if self.min_stop_words is not None and len(STOP_WORDS.intersection(words)) < self.min_stop_words:
             return "stop_words"
-        if self.min_alpha_words is not None and sum(map(str.isalpha, words)) < self.min_alpha_words * n:
-            # the quick count (all-letter words) falls short: count the words without any letter exactly
-            if n - len(_NO_LETTER_WORD.findall(text)) < self.min_alpha_words * n:
+        if self.min_alpha_words is not None:
+            rest = list(filterfalse(str.isalpha, words))
+            # the all-letter words alone fall short: count the words without any letter among the others
+            if n - len(rest) < self.min_alpha_words * n and n - len(_NO_LETTER_WORD.findall(" ".join(rest))) < (
+                    self.min_alpha_words * n):
                 return "alpha_words"
         lines = [line for line in text.split("\n") if line.strip()]
         found = self._line_rules(lines)
@@ -153,11 +159,11 @@ class QualityFilter(DocumentFilter):
         if self.javascript and any(_JAVASCRIPT.search(line) for line in lines):
             return "javascript"
         if self.max_bullet_lines is not None:
-            bullets = sum(1 for line in lines if line.lstrip().startswith(BULLETS))
+            bullets = sum(map(_starts_with_bullet, map(str.lstrip, lines)))
             if bullets > self.max_bullet_lines * len(lines):
                 return "bullet_lines"
         if self.max_ellipsis_lines is not None:
-            ellipses = sum(1 for line in lines if line.rstrip().endswith(("...", "…")))
+            ellipses = sum(map(_ends_with_ellipsis, map(str.rstrip, lines)))
             if ellipses > self.max_ellipsis_lines * len(lines):
                 return "ellipsis_lines"
         return _duplicate_rule(lines, self.max_duplicate_lines, self.max_duplicate_line_chars,
@@ -256,21 +262,24 @@ class NgramKeys:
 def _top_ngram_chars(grams: np.ndarray, lengths: np.ndarray, n: int) -> int:
     """Characters (words' characters, n-gram by n-gram) covered by the most frequent n-gram, if it repeats; of
     equally frequent ones, the first in the text (as Counter.most_common, independent of the hash values)."""
-    if grams.size < 2:
+    m = grams.size
+    if m < 2:
         return 0
-    order = np.argsort(grams)
+    order = grams.argsort()
     s = grams[order]
-    new_run = np.empty(s.size, dtype=bool)
+    new_run = np.empty(m, dtype=bool)
     new_run[0] = True
     np.not_equal(s[1:], s[:-1], out=new_run[1:])
-    starts = np.flatnonzero(new_run)
-    if starts.size == s.size:
+    starts = new_run.nonzero()[0]
+    if starts.size == m:
         return 0  # no n-gram repeats
-    counts = np.diff(starts, append=s.size)
+    counts = np.empty(starts.size, dtype=np.intp)
+    np.subtract(starts[1:], starts[:-1], out=counts[:-1])
+    counts[-1] = m - starts[-1]
     top = counts.max()
-    tied = counts == top
-    if np.count_nonzero(tied) == 1:
-        first = int(order[starts[tied][0]])
+    tied = (counts == top).nonzero()[0]
+    if tied.size == 1:
+        first = int(order[starts[tied[0]]])
     else:  # the first occurrence of each tied n-gram, then the earliest of them
         first = int(np.minimum.reduceat(order, starts)[tied].min())
     return int(top) * int(lengths[first : first + n].sum())
