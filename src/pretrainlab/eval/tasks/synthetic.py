@@ -3,7 +3,7 @@
 teach: recall from context, tracking nested structure, copying.
 
 - `needle_recall`: needle in a haystack. `needles` facts "The number of Mia is 482." are planted at random
-  sentence boundaries of `length` words of filler (generated sentences, or a text file's with
+  sentence boundaries of at most `length` words of filler (generated sentences, or a text file's with
   `filler: PATH`); the text ends with one fact's query, "The number of Mia is", and the model should
   continue " 482". Metrics: `acc`, greedy decoding writes the value exactly; `acc_choice`, the value is
   the most likely of the planted values (chance 1 / needles).
@@ -65,7 +65,7 @@ class _Options(StrictModel):
 
 
 class NeedleOptions(_Options):
-    length: int = Field(default=60, ge=0, description="Words of filler around the facts.")
+    length: int = Field(default=60, ge=0, description="Most words of filler around the facts (whole sentences).")
     needles: int = Field(default=3, ge=1, le=len(NAMES), description="Facts planted; one is asked.")
     digits: int = Field(default=3, ge=1, le=9, description="Digits of each value.")
     filler: str = Field(default="generated", min_length=1, description="'generated' or a text file.")
@@ -125,15 +125,20 @@ def _filler(o: NeedleOptions) -> list[str] | None:
 
 
 def _haystack(rng: np.random.Generator, o: NeedleOptions, pool: list[str] | None) -> list[str]:
-    """Sentences holding at least `o.length` words: generated, or consecutive ones of the filler file."""
+    """Whole sentences holding at most `o.length` words (generated, or consecutive ones of the filler file
+    from a random start); a first sentence longer than that is cut to `o.length` words."""
     out: list[str] = []
     words = 0
     start = int(rng.integers(0, len(pool))) if pool else 0
-    while words < o.length:
+    while True:
         sentence = pool[(start + len(out)) % len(pool)] if pool else filler_sentences(rng, 1)[0]
+        n = len(sentence.split())
+        if words + n > o.length:
+            if not out and o.length:
+                out.append(" ".join(sentence.split()[: o.length]))
+            return out
         out.append(sentence)
-        words += len(sentence.split())
-    return out
+        words += n
 
 
 def needle_example(rng: np.random.Generator, o: NeedleOptions, pool: list[str] | None, where: str) -> MultipleChoice:
