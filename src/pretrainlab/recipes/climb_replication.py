@@ -256,30 +256,31 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
     if best_random is None:
         raise DataError("no proxy of the search's first iteration finished", hint=f"see the logs under {ctx.out}/sweeps")
     clusters = search.domains
-    arms = {
-        "climb": {"data.weights": search.chosen},
-        "uniform": {"data.weights": {c: 1.0 for c in clusters}},
-        "best_random": {"data.weights": best_random.weights},
-    }
+    mixtures = {"climb": search.chosen, "uniform": {c: 1.0 for c in clusters}, "best_random": best_random.weights}
+    same = best_random.weights == search.chosen  # the predictor's argmin can be that very mixture: one arm, not two
+    arms = {a: {"data.weights": w} for a, w in mixtures.items() if not (same and a == "best_random")}
     seeds = list(range(1, 1 + ctx.seeds))
     res = run_arms(ctx, "climb-final", run_tree(data.as_posix(), scale, final=True), arms, seeds)
+    if same:
+        res["best_random"] = res["climb"]
     test = [f"{t}_test" for t in pool.targets]
 
     def target_loss(arm: str) -> list[float]:
         per = [res[arm].values(f"val_loss/{t}") for t in test]
         return [sum(v) / len(v) for v in zip(*per)]
 
-    losses = {a: target_loss(a) for a in arms}
+    losses = {a: target_loss(a) for a in mixtures}
     claims = [claim_beats_uniform(losses["uniform"], losses["climb"]),
               claim_beats_random(losses["best_random"], losses["climb"]),
               claim_predictor(search.cv_spearman, search.heldout_spearman, len(search.candidates),
                               search.iterations[-1]["predictor"])]
-    plot_train_curves(res, Path(ctx.out) / "plots" / "train_loss.png", title=f"CLIMB final runs ({ctx.scale})")
-    per_target = {a: {t: mean_sd(res[a].values(f"val_loss/{t}"))[0] for t in test} for a in arms}
-    overall = {a: mean_sd(res[a].values("val_loss"))[0] for a in arms}
+    plot_train_curves({a: res[a] for a in arms}, Path(ctx.out) / "plots" / "train_loss.png",
+                      title=f"CLIMB final runs ({ctx.scale})")
+    per_target = {a: {t: mean_sd(res[a].values(f"val_loss/{t}"))[0] for t in test} for a in mixtures}
+    overall = {a: mean_sd(res[a].values("val_loss"))[0] for a in mixtures}
     fmt = lambda w: ", ".join(f"{d} {v:.2f}" for d, v in sorted(w.items(), key=lambda kv: -kv[1]) if v >= 0.005)  # noqa: E731
     notes = [
-        f"Data: {pool.origin}. Clusters (k-means {scale.k_init} -> {scale.clusters}, TF-IDF + SVD 64): "
+        f"Data: {pool.origin}. Clusters (k-means {scale.k_init} -> {scale.clusters}, TF-IDF + SVD embeddings): "
         + "; ".join(f"{r['cluster']} {r['share']:.0%} [{' '.join(r['top_terms'][:4])}] "
                     + "/".join(f"{d} {s:.0%}" for d, s in list(r["composition"].items())[:2]) for r in rows) + ".",
         f"Search: {sum(scale.budget)} proxies ({'/'.join(map(str, scale.budget))}), d_model {scale.proxy_d_model} x "
@@ -290,12 +291,13 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
         + "; predictor per iteration " + ", ".join(f"{it['predictor']} (cv {it['cv_spearman']:.2f})" for it in search.iterations) + ".",
         f"Mixtures: CLIMB {fmt(search.chosen)} (predicted {search.chosen_predicted:.3f}); best random "
         f"(proxy {best_random.index}, measured {best_random.measured:.3f}) {fmt(best_random.weights)}; uniform "
-        f"{1 / len(clusters):.3f} each.",
+        f"{1 / len(clusters):.3f} each" + ("; the CLIMB choice is the best random proxy's mixture (one arm)." if same
+                                           else "."),
         f"Final runs: d_model {scale.final_d_model} x {scale.final_layers} layers "
         f"({non_embedding_params(run_tree('', scale, final=True)['model']):,} non-embedding parameters), "
         f"{scale.final_steps} steps of {scale.seq_len * scale.batch_rows:,} tokens, lr {scale.lr:g}, seeds {seeds}; "
         "test-half losses per target: " + "; ".join(f"{a} " + ", ".join(f"{t} {v:.3f}" for t, v in per_target[a].items())
-                                                  for a in arms)
+                                                  for a in mixtures)
         + "; mean val_loss over every validation domain: " + ", ".join(f"{a} {v:.3f}" for a, v in overall.items()) + ".",
         "Differences from the paper: byte-level proxies trained from scratch (not continued pretraining in a WSD "
         "decay), 28 proxies instead of 112, TF-IDF embeddings, no quality pruning, loss instead of accuracy.",
@@ -307,7 +309,7 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
         "targets": list(pool.targets),
         "clusters": rows,
         "search": search.to_dict(),
-        "mixtures": {a: o["data.weights"] for a, o in arms.items()},
+        "mixtures": mixtures,
         "seeds": seeds,
         "target_test_loss": losses,
         "per_target": per_target,
