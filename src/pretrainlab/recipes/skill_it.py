@@ -20,8 +20,9 @@ and `probe_tokens` (4096 per domain).
 
 `graph: estimate` is the paper's linear approximation, done once when training starts (and kept in the
 checkpoint): from the current model, for each domain i train for `probe_steps` steps on batches of domain i
-alone (the run's batch size, micro-batching, objective, optimiser and gradient clipping, at the peak
-learning rate), record every domain's loss drop on `probe_tokens` validation tokens, then put the model,
+alone (the run's batch size, micro-batching, objective, optimiser, gradient clipping and scheduled learning
+rate: the run's own first steps, on one domain; a fresh AdamW at the peak rate would mostly measure the shock
+of its first updates, which raised every domain's loss in our runs), record every domain's loss drop on `probe_tokens` validation tokens, then put the model,
 optimiser state and RNG streams back exactly; A is the drops with each row divided by its largest
 (skill_graph.py `estimate_graph`). The main run is therefore bit-identical to one given that graph
 explicitly; only the start takes longer (k x probe_steps steps and k + 1 measurements). Refused with FSDP
@@ -265,9 +266,10 @@ class _Snapshot:
 
 
 def _probe(trainer: Trainer, domain: str, steps: int) -> None:
-    """Train the trainer's model for `steps` optimiser steps on batches of `domain` alone, as the trainer's
-    step does (micro-batches, loss normalised by the step's target tokens over ranks, clipping) at the peak
-    learning rate; its own loader, so the run's data order is untouched."""
+    """Train the trainer's model for `steps` optimiser steps on batches of `domain` alone, as the run's next
+    `steps` steps would train it (micro-batches, loss normalised by the step's target tokens over ranks,
+    clipping, the scheduled learning rate: the warm-up at the start); its own loader, so the run's data order
+    is untouched."""
     from pretrainlab.data.loader import TokenLoader
     from pretrainlab.train.distributed import all_reduce_sum
     from pretrainlab.train.precision import autocast
@@ -279,9 +281,9 @@ def _probe(trainer: Trainer, domain: str, steps: int) -> None:
     model.train()
     params = [p for p in trainer.module.parameters() if p.requires_grad]
     max_norm = cfg.train.grad_clip if cfg.train.grad_clip is not None else math.inf
-    for group in trainer.optimizer.param_groups:
-        group["lr"] = group.get("base_lr", cfg.optim.lr)
-    for _ in range(steps):
+    for s in range(steps):
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = group.get("base_lr", cfg.optim.lr) * trainer.lr_multiplier(trainer.step + s)
         batch = loader.next_batch()
         n_tokens = torch.zeros(1, dtype=torch.float64, device=trainer.device)
         for i in range(plan.accum_steps):
