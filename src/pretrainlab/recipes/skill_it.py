@@ -62,7 +62,6 @@ if TYPE_CHECKING:
 
 GRAPH_FILE = "skill_graph.json"
 STATE_VERSION = 1
-_FIELD = "callbacks (skill_it).options"
 
 
 @register_callback("skill_it")
@@ -108,6 +107,7 @@ class SkillIt(Callback):
         self.weights: dict[str, float] | None = None
         # per session
         self._meter: DomainLosses | None = None
+        self._field = "callbacks (skill_it).options"
         self._targets: list[int] = []
 
     # ------------------------------------------------------------------ hooks
@@ -116,12 +116,13 @@ class SkillIt(Callback):
         from pretrainlab.eval.domain_losses import DomainLosses
 
         domains = trainer.loader.domains
+        self._field = _field(trainer)
         if trainer.cfg.data.stages:
             raise ConfigError("data.stages (a fixed curriculum) and the skill_it callback both set the mixture",
                               hint="remove data.stages, or the skill_it callback")
         unknown = [t for t in self.target_names or [] if t not in domains]
         if unknown:
-            raise ConfigError(f"{_FIELD}.target names unknown domain {unknown[0]!r}; the data has: "
+            raise ConfigError(f"{self._field}.target names unknown domain {unknown[0]!r}; the data has: "
                               f"{', '.join(domains)}")
         self._targets = [domains.index(t) for t in self.target_names] if self.target_names else list(range(len(domains)))
         if self.graph_domains is not None and self.graph_domains != domains:
@@ -131,7 +132,7 @@ class SkillIt(Callback):
         if self.graph is None:
             self._set_graph(trainer, domains)
         elif self.graph_spec != "estimate":
-            configured = graph_from_spec(self.graph_spec, domains, where=f"{_FIELD}.graph")
+            configured = graph_from_spec(self.graph_spec, domains, where=f"{self._field}.graph")
             if not np.array_equal(configured, np.asarray(self.graph)):
                 trainer._say("warning: skill_it keeps the skills graph saved in the checkpoint, not the config's")
         if self._round_due(trainer) or self.weights is None:
@@ -165,6 +166,7 @@ class SkillIt(Callback):
                              targets=self._targets, initial=self.initial if self.normalise else None)
         self.weights = {d: float(v) for d, v in zip(self.graph_domains, p)}
         trainer.loader.set_weights(self.weights)
+        self.weights = trainer.loader.weights  # the probabilities in force (the loader renormalises)
         self.rounds += 1
         self.last_round_step = trainer.step
 
@@ -181,7 +183,7 @@ class SkillIt(Callback):
                            "loss_before": before, "loss_after_probe": after})
         else:
             try:
-                graph = graph_from_spec(self.graph_spec, domains, where=f"{_FIELD}.graph")
+                graph = graph_from_spec(self.graph_spec, domains, where=f"{self._field}.graph")
             except ValueError as e:
                 raise ConfigError(str(e), hint="list one row (and column) per domain, in the data's domain order")
         self.graph = graph.tolist()
@@ -212,7 +214,7 @@ class SkillIt(Callback):
                 reset=lambda: saved.restore(trainer, rng=False),
             )
         except ValueError as e:
-            raise ConfigError(f"{_FIELD}.graph=estimate: {e}", hint="lower probe_steps or the learning rate") from None
+            raise ConfigError(f"{self._field}.graph=estimate: {e}", hint="lower probe_steps or the learning rate") from None
         finally:
             saved.restore(trainer, rng=True)
         return graph, before, after
@@ -232,6 +234,12 @@ class SkillIt(Callback):
         self.initial, self.recent = state["initial"], [list(r) for r in state["recent"]]
         self.rounds, self.last_round_step = int(state["rounds"]), state["last_round_step"]
         self.weights = None if state["weights"] is None else dict(state["weights"])
+
+
+def _field(trainer: Trainer) -> str:
+    """`callbacks.<i>.options` of this callback in the run's config (for error messages)."""
+    names = [c.name for c in trainer.cfg.callbacks]
+    return f"callbacks.{names.index('skill_it')}.options" if "skill_it" in names else "callbacks (skill_it).options"
 
 
 # ---------------------------------------------------------------------- probes
