@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from pretrainlab.config import RunConfig, validate
-from pretrainlab.recipes.procedural_warmup_data import loss_at, tokens_to_reach
+from pretrainlab.eval.tasks import FORMATS
+from pretrainlab.recipes.procedural_warmup_data import CORPORA, loss_at, tokens_to_reach
 from pretrainlab.recipes.procedural_warmup_replication import (
     SCALES,
     Scale,
@@ -25,6 +26,7 @@ from pretrainlab.recipes.procedural_warmup_replication import (
     dyck_floor,
     fraction_to_reach,
     natural_arms,
+    task_specs,
     warmup_arms,
 )
 from pretrainlab.science.replication import (
@@ -59,8 +61,14 @@ def test_registered_and_every_run_tree_validates(scale: str) -> None:
         assert cfg.data.seq_len == s.seq_len
     assert warmup_arms(s)["dyck"]["data.weights"] == {"dyck": 1.0} and warmup_arms(s)["dyck"]["train.steps"] == \
         s.warmup_steps
-    # the needle haystack fits the window (a cut haystack would lose its facts)
-    assert s.needle_words * 8 + s.needles * 26 + 25 < s.seq_len
+    # the after-training tasks fit the window in bytes (a cut haystack would lose its facts)
+    fillers = ["generated"] + [str(p) for p in [CORPORA / "tinystories" / "tinystories_val.txt"] if p.is_file()]
+    for filler in fillers:
+        tasks = task_specs(s, filler)
+        needles = FORMATS.get("needle_recall").read(None, tasks["needle_recall"])
+        assert max(len((ex.context + max(ex.choices)).encode()) for ex in needles) <= s.seq_len + 1
+        brackets = FORMATS.get("bracket_completion").read(None, tasks["bracket_completion"])
+        assert max(len(ex.context + ex.continuation) for ex in brackets) <= s.seq_len + 1
 
 
 def test_curve_arithmetic() -> None:
@@ -111,6 +119,7 @@ def test_protocol_runs_end_to_end(tmp_path: Path, in_process: None, monkeypatch:
         for seed in range(2):  # each seed's natural stage starts from that seed's stage-1 run
             cfg = yaml.safe_load((Path(runs[arm][seed]) / "config.yaml").read_text())
             assert cfg["init_from"] == warmups[arm][seed] and cfg["seed"] == seed
+            assert cfg["callbacks"] == [{"name": "reinit_embeddings", "options": {}}]
             warm = yaml.safe_load((Path(warmups[arm][seed]) / "config.yaml").read_text())
             assert warm["data"]["weights"] == {arm: 1.0} and warm["train"]["steps"] == TOY.warmup_steps
     assert [r["step"] for r in read_metrics(Path(runs["dyck"][0]) / "metrics.jsonl") if "val_loss/natural" in r

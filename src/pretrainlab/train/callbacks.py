@@ -107,6 +107,7 @@ def _load_builtins() -> None:
     from pretrainlab.recipes import low_rank_tricks  # noqa: F401  (registers "refactorize", "momentum_reset")
     from pretrainlab.recipes import skill_it  # noqa: F401  (registers "skill_it")
     from pretrainlab.recipes import mixing_agent  # noqa: F401  (registers "mixing_agent")
+    from pretrainlab.recipes import procedural_warmup  # noqa: F401  (registers "reinit_embeddings")
     from pretrainlab.train import signals, stability  # noqa: F401  (register "sigterm", "stability")
 
 
