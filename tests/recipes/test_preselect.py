@@ -207,6 +207,20 @@ def test_prepare_filter_keeps_the_valuable_half(planted: SimpleNamespace, tmp_pa
     assert all(f.reason(noise_text(rng)) == "preselect" for _ in range(20))
     f2 = build_filter(FilterConfig(name="preselect", options={"classifier": path, "threshold": 0.0}), 0)
     assert f2.reason(noise_text(rng)) is None
+    # in `prepare`: the filter chain removes the noise half of a JSON Lines source
+    from pretrainlab.config import PrepareConfig, validate
+    from pretrainlab.data.prepare import prepare
+
+    docs = [chain_text(rng) for _ in range(10)] + [noise_text(rng) for _ in range(10)]
+    (tmp_path / "mix.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
+    cfg = validate(PrepareConfig, {
+        "sources": [{"type": "jsonl", "domain": "mix", "paths": [str(tmp_path / "mix.jsonl")]}],
+        "filters": [{"name": "preselect", "options": {"classifier": path, "keep_fraction": 0.5}}],
+        "tokenizer": {"kind": "bytes"}, "validation": {"fraction": 0.0}, "output": str(tmp_path / "prepared")})
+    manifest = json.loads((prepare(cfg, progress=False) / "manifest.json").read_text())
+    assert manifest["filters"][0]["reasons"] == {"preselect": 10}
+    assert manifest["domains"]["mix"]["train"]["documents"] == 10
+
     for options, field in (({"classifier": str(tmp_path / "nope.npz"), "keep_fraction": 0.1}, "options.classifier"),
                            ({"classifier": path, "keep_fraction": 1.5}, "options.keep_fraction"),
                            ({"classifier": path}, "options.keep_fraction"),

@@ -204,12 +204,11 @@ def prepare_docs(folder: Path, train: dict[str, Sequence[Doc]], val: dict[str, S
 
 def domain_shares(docs: Sequence[Doc], keep: np.ndarray) -> dict[str, float]:
     """Each source's share of the kept bytes."""
-    kept = [d for d, k in zip(docs, keep) if k]
-    total = sum(d.n_bytes for d in kept) or 1
-    shares: dict[str, float] = {}
-    for d in kept:
-        shares[d.source] = shares.get(d.source, 0.0) + d.n_bytes / total
-    return {s: shares.get(s, 0.0) for s in dict.fromkeys(d.source for d in docs)}
+    kept: dict[str, int] = {d.source: 0 for d in docs}
+    for d, k in zip(docs, keep):
+        kept[d.source] += d.n_bytes if k else 0
+    total = sum(kept.values()) or 1
+    return {s: n / total for s, n in kept.items()}
 
 
 __all__ = ["Pool", "TARGET", "build_pool", "domain_shares", "prepare_docs"]
