@@ -58,11 +58,15 @@ def test_score_train_select_keep_the_planted_chain_text(world: dict, capsys: pyt
     sel = json.loads((kept_dir / "summary.json").read_text())
     assert sel["kept_documents"] == 20 and sel["kept_bytes"] >= 0.25 * sel["bytes"]
 
-    # the same runs ranked by given figures (higher is better): the same strengths
-    given = root / "given"
-    assert main(["preselect", "score", "--runs", *runs, "--scores", "s2=0.1", "s12=0.2", "s40=0.3", "--docs",
-                 str(world["pool"]), "--out", str(given)]) == 0
-    assert [json.loads(x)["strength"] for x in (given / "scores.jsonl").read_text().splitlines()] == strength.tolist()
+    # the same runs ranked by given figures (higher is better), or by a task (the `text` task's bits per byte
+    # on the target file): the same strengths
+    for name, ranking in (("given", ["--scores", "s2=0.1", "s12=0.2", "s40=0.3"]),
+                          ("task", ["--task", f"text={world['target']}"])):
+        assert main(["preselect", "score", "--runs", *runs, *ranking, "--docs", str(world["pool"]), "--out",
+                     str(root / name)]) == 0
+        again = [json.loads(x)["strength"] for x in (root / name / "scores.jsonl").read_text().splitlines()]
+        assert again == strength.tolist()
+    assert json.loads((root / "task" / "summary.json").read_text())["benchmark_source"] == "task text bpb"
 
 
 @pytest.mark.parametrize(("argv", "message"), [
