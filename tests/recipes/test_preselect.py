@@ -155,6 +155,22 @@ def test_classifier_separates_held_out_planted_documents_and_round_trips(planted
     assert not list(tmp_path.glob(".*tmp"))  # the atomic write left no temporary file
 
 
+def test_one_document_path_hashes_exactly_as_hashing_vectorizer(planted: SimpleNamespace) -> None:
+    from pretrainlab.recipes.preselect_classifier import word_features
+
+    texts = ["The Cat sat.\nOn the mat, the cat sat!", "Ünïcode wörds: naïve café, ÉCOLE école", "a b c", "",
+             "def f(x):\n    return x_1 + x_2  # 42 apples", *planted.docs[:5]]
+    for settings in (FeatureSettings(), FeatureSettings(word_ngrams=(1, 3), n_features=2**10, lowercase=False),
+                     FeatureSettings(word_ngrams=(2, 2), n_features=2**4)):
+        matrix = settings.transform(texts).toarray()
+        for row, text in zip(matrix, texts):
+            idx, val = word_features(text, settings)
+            assert np.array_equal(idx, np.flatnonzero(row)) and np.allclose(val, row[idx], rtol=0, atol=1e-15)
+    strength, _ = predictive_strength(planted.bpb, -planted.bench)
+    clf, _ = train_on_strength(planted.docs, [len(t) for t in planted.docs], strength)  # word 1-2-grams
+    assert [clf.score_one(t) for t in texts] == pytest.approx(clf.scores(texts).tolist(), rel=0, abs=1e-12)
+
+
 def test_bad_classifier_files_give_clear_errors(planted: SimpleNamespace, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         PreselectClassifier.load(tmp_path / "missing.npz")

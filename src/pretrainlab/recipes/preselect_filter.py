@@ -50,4 +50,4 @@ class PreselectFilter(DocumentFilter):
             self.threshold = float(threshold)  # type: ignore[arg-type]
 
     def reason(self, text: str) -> str | None:
-        return None if float(self.classifier.scores([text])[0]) >= self.threshold else "preselect"
+        return None if self.classifier.score_one(text) >= self.threshold else "preselect"
