@@ -157,7 +157,8 @@ def run_score(args: argparse.Namespace) -> int:
     }
     write_json_atomic(out / "summary.json", summary)
     full = int(np.sum(strength >= 1.0 - 1e-12))
-    print(f"scored {len(docs)} documents over {pairs} run pairs: {full} with every pair in order (strength 1); "
+    top = f"; the highest strength is {values[-1]:.3f} ({counts[-1]} documents)" if values.size and not full else ""
+    print(f"scored {len(docs)} documents over {pairs} run pairs: {full} with every pair in order (strength 1){top}; "
           f"wrote {out / 'scores.jsonl'} and {out / 'summary.json'} ({summary['wall_s']} s)")
     return 0
 
