@@ -23,6 +23,7 @@ from pretrainlab.recipes.skill_it_replication import (
     claim_graph_matters,
     corpora_sources,
     resolved_model,
+    shortfall_notes,
     stdlib_sources,
 )
 from pretrainlab.science.replication import (
@@ -78,6 +79,20 @@ def test_claim_rules_flip_at_their_thresholds() -> None:
     c = claim_beats_target_only([2.60, 2.60], [2.50, 2.52], "t")
     assert c.holds is True and "+0.090 nats (+3.5%" in c.our_figure
     assert claim_beats_target_only([2.50], [2.49], "t").holds is False
+
+
+def test_shortfall_notes_quote_the_measured_graph_and_mixtures() -> None:
+    domains = ["a", "t"]
+    claims = [claim_beats_uniform([2.5], [2.4], "t"), claim_graph_matters([2.5], [2.51], "t"),
+              claim_beats_target_only([2.3], [2.4], "t")]
+    graphs = {"1": [[1.0, 0.25], [0.0, 1.0]], "2": None}
+    mixtures = {"skill_it": {"1": {"a": 0.4, "t": 0.6}}, "skill_it_identity": {"1": {"a": 0.3, "t": 0.7}}}
+    notes = shortfall_notes(claims, graphs, mixtures, domains, "t", SMOKE)
+    assert len(notes) == 2 and "edge into t from another domain is 0.25" in notes[0]
+    assert "total variation of 0.10" in notes[0] and "0.1 times" in notes[1]  # 2 steps x 32 x 4 tokens / (6000 / 2)
+    claims[1] = claim_graph_matters([2.5], [2.4], "t")
+    claims[2] = claim_beats_target_only([2.5], [2.4], "t")
+    assert shortfall_notes(claims, graphs, mixtures, domains, "t", SMOKE) == []
 
 
 def test_protocol_runs_end_to_end(tmp_path: Path, in_process: None) -> None:
