@@ -139,6 +139,7 @@ _SCIENCE_COMMANDS = (
     "pretrainlab.eval.lm_eval_cli",
     "pretrainlab.eval.truncate",
     "pretrainlab.recipes.mixing_policy_cli",
+    "pretrainlab.recipes.preselect_cli",
     "pretrainlab.science.climb_cli",
 )
 

@@ -90,6 +90,7 @@ def load_builtin_replications() -> None:
     from pretrainlab.recipes import skill_it_replication  # noqa: F401
     from pretrainlab.recipes import procedural_warmup_replication  # noqa: F401
     from pretrainlab.recipes import climb_replication  # noqa: F401
+    from pretrainlab.recipes import preselect_replication  # noqa: F401
 
 
 def write_replication(out: Path, result: ReplicationResult) -> Path:
