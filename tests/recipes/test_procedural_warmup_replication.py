@@ -129,3 +129,4 @@ def test_protocol_runs_end_to_end(tmp_path: Path, in_process: None, monkeypatch:
     assert (Path(runs["natural"][0]) / "tasks-step2.json").is_file()
     data = json.loads(write_replication(ctx.out, result).read_text())
     assert len(data["claims"]) == 4 and (ctx.out / "plots" / "natural_val_loss.png").is_file()
+    assert any(n.startswith("Natural validation loss along the natural stage") for n in data["notes"])

@@ -60,6 +60,7 @@ FEWER_TOKENS = 0.9  # reach the baseline's final loss within 90% of its natural 
 LOSS_MARGIN = 0.01  # nats (notes 10c.2)
 RECALL_MARGIN = 0.05  # 5 points of needle recall, ours (the paper's gain is 88 points on a trained task)
 ARMS = ("natural", "dyck", "dyck_shuffled")
+QUARTERS = (0.25, 0.5, 0.75)  # where the notes read the natural-stage curves
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,10 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
     after_warmup = {a: stage1[a].values("val_loss/natural") for a in ARMS[1:]}
     own_loss = {a: stage1[a].values(f"val_loss/{a}") for a in ARMS[1:]}
 
+    along = {a: [_mean_text([loss_at(c, q * natural_tokens) for c in curves[a]]) for q in QUARTERS] for a in ARMS}
+    chance = [v for a in ARMS for v in metric(a, "needle_recall/acc_choice")]
+    band = 2 * math.sqrt((1 / scale.needles) * (1 - 1 / scale.needles) / scale.needle_n)
+
     def pct(arm: str, key: str) -> str:
         return f"{100 * mean_sd(metric(arm, key))[0]:.1f}%"
 
@@ -308,15 +313,21 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
         "Stage 1 (end): val loss on its own domain dyck " + _mean_text(own_loss["dyck"]) + " (the "
         f"{scale.dyck_k}-Dyck entropy floor is {dyck_floor(scale):.3f}, {dyck_floor(scale, stack=False):.3f} "
         "without the stack), dyck_shuffled " + _mean_text(own_loss["dyck_shuffled"]) + "; on natural text "
-        "(before any natural step) dyck " + _mean_text(after_warmup["dyck"]) + ", dyck_shuffled "
-        + _mean_text(after_warmup["dyck_shuffled"]) + "; the shuffled control's fraction of tokens to reach "
-        f"the baseline: {_mean_text(fractions['dyck_shuffled'])}.",
-        f"needle_recall ({scale.needle_n} examples, {scale.needle_words}+ filler words from "
+        "with the stage-1 embeddings (stage 2 re-draws them) dyck " + _mean_text(after_warmup["dyck"])
+        + ", dyck_shuffled " + _mean_text(after_warmup["dyck_shuffled"]) + "; the shuffled control's fraction "
+        f"of tokens to reach the baseline: {_mean_text(fractions['dyck_shuffled'])}.",
+        f"needle_recall ({scale.needle_n} examples, <= {scale.needle_words} filler words from "
         f"{Path(data.filler).name if data.filler != 'generated' else 'the generated haystack'}, {scale.needles} "
         "facts): rank accuracy natural " + pct("natural", "needle_recall/acc_choice") + ", dyck "
         + pct("dyck", "needle_recall/acc_choice") + ", dyck_shuffled " + pct("dyck_shuffled", "needle_recall/acc_choice")
         + "; greedy exact match natural " + pct("natural", "needle_recall/acc") + ", dyck " + pct("dyck", "needle_recall/acc")
         + ", dyck_shuffled " + pct("dyck_shuffled", "needle_recall/acc") + ".",
+        "Natural validation loss along the natural stage (means over seeds at "
+        + ", ".join(f"{100 * q:.0f}%" for q in QUARTERS) + " of its tokens): "
+        + "; ".join(f"{a} {' / '.join(along[a])}" for a in ARMS) + ".",
+        *([f"Every run's needle rank accuracy is within 2 binomial standard errors ({100 * band:.1f} points) "
+           f"of chance ({100 / scale.needles:.0f}%): the zero-shot probe does not separate the arms at this scale."]
+          if chance and all(abs(v - 1 / scale.needles) <= band for v in chance) else []),
         f"bracket_completion ({scale.dyck_k}-Dyck prefixes, after the natural stage) per-token accuracy: natural "
         + pct("natural", "bracket_completion/acc_token") + ", dyck " + pct("dyck", "bracket_completion/acc_token")
         + ", dyck_shuffled " + pct("dyck_shuffled", "bracket_completion/acc_token") + "; exact: natural "
