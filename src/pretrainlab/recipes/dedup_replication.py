@@ -250,6 +250,10 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
             f"{a}: " + ", ".join(f"{d} {v:.3f}" for d, v in per_domain[a].items()) for a in per_domain) + ".",
         "Loss on the duplicated documents themselves (in every arm's training data; diagnostic of memorisation): "
         + ", ".join(f"{a} {mean_sd(v)[0]:.3f}" for a, v in repeated.items()) + ".",
+        "Loss on each arm's own validation split (2% of its documents, split after any filter): " + ", ".join(
+            f"{a} {mean_sd(r.values('val_loss'))[0]:.3f}" for a, r in res.items())
+        + "; copies of training documents in the duplicated corpus's split flatter it (the leak that dedup before "
+        "the split prevents), hence the shared held-out text for the claims.",
     ]
     details: dict[str, Any] = {
         "scale": asdict(scale),
