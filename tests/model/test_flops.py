@@ -47,3 +47,15 @@ def test_gpu_datasheet_table() -> None:
         assert _gpu_table_peak("NVIDIA H100 80GB HBM3", torch.float32) == 494.7e12
     finally:
         torch.set_float32_matmul_precision(prev)
+
+
+def test_the_peak_probe_leaves_the_global_rng_alone() -> None:
+    import torch
+
+    from pretrainlab.model.flops import _probe
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    _probe.__wrapped__("cpu", None, torch.float32, torch.get_num_threads(), 0.01)
+    assert torch.equal(torch.rand(3), expected)

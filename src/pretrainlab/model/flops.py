@@ -100,8 +100,11 @@ def _gpu_table_peak(name: str, dtype: torch.dtype) -> float | None:
 def _probe(device_type: str, index: int | None, dtype: torch.dtype, threads: int, seconds: float) -> float:
     device = torch.device(device_type, index) if index is not None else torch.device(device_type)
     n = 1024 if device_type == "cpu" else 8192
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
+    # A generator of its own: the probe runs once per process, inside the first Trainer, and must not move the
+    # global RNG (else the first run of a process would differ from a later run of the same config).
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, generator=gen).to(dtype)
+    b = torch.randn(n, n, device=device, generator=gen).to(dtype)
     c = torch.empty(n, n, device=device, dtype=dtype)
 
     def sync() -> None:
