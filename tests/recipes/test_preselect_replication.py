@@ -122,3 +122,4 @@ def test_protocol_runs_end_to_end(tmp_path: Path, in_process: None) -> None:
     assert (ctx.out / "classifier.npz").is_file() and (ctx.out / "plots" / "target_loss.png").is_file()
     data = json.loads(write_replication(ctx.out, result).read_text())
     assert len(data["claims"]) == 3 and any("Predictive strength" in n for n in data["notes"])
+    assert any("100% one source (chain)" in n for n in data["notes"])
