@@ -114,10 +114,10 @@ def test_momentum_reset_step_and_options_are_checked(data, tmp_path):
     trainer.fit()
     assert all(float(s["step"]) == (0.0 if n.endswith((".A", ".B")) else 2.0) for n, s in _state(trainer).items())
     for name, options, match in [
-        ("momentum_reset", {"every": 0}, r"callbacks\.0\.options: every=0"),
-        ("momentum_reset", {"scope": "some"}, r"callbacks\.0\.options: scope='some'"),
-        ("momentum_reset", {"scope": "all", "all": False}, r"callbacks\.0\.options: scope=all and all=false"),
-        ("refactorize", {"every": 1.5}, r"callbacks\.0\.options: every=1\.5"),
+        ("momentum_reset", {"every": 0}, r"callbacks\.0\.options\.every: every=0"),
+        ("momentum_reset", {"scope": "some"}, r"callbacks\.0\.options\.scope: scope='some'"),
+        ("momentum_reset", {"scope": "all", "all": False}, r"callbacks\.0\.options\.scope: scope=all and all=false"),
+        ("refactorize", {"every": 1.5}, r"callbacks\.0\.options\.every: every=1\.5"),
         ("refactorize", {"period": 3}, r"callbacks\.0\.options"),
     ]:
         with pytest.raises(ConfigError, match=match):

@@ -202,7 +202,7 @@ def test_stop_and_resume_mid_run_is_exact(data: Path, tmp_path: Path, stop_at: i
 
 
 def test_bad_options_and_stages_are_config_errors(data: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"callbacks.0.options: every=0"):
+    with pytest.raises(ConfigError, match=r"callbacks.0.options.every: every=0"):
         Trainer(_cfg(tmp_path, data, "x", every=0))
     with pytest.raises(ConfigError, match=r"callbacks.0.options.target names unknown domain 'z'"):
         Trainer(_cfg(tmp_path, data, "y", target="z")).fit()

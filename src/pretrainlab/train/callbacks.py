@@ -24,7 +24,10 @@ every evaluation, eval/tasks/callback.py) is added the same way when the config 
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -155,9 +158,33 @@ def build_callbacks(configs: list[CallbackConfig], *, defaults: tuple[str, ...] 
 
 
 def _instantiate(name: str, options: dict[str, Any], field: str) -> Callback:
+    cls = CALLBACKS.get(name)
+    unknown, known = _unknown_options(cls, options)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        raise ConfigError(
+            f"{field}.options.{unknown[0]}: the {name!r} callback has no option {unknown[0]!r}"
+            + (f" (did you mean {close[0]!r}?)" if close else ""),
+            hint=f"its options: {', '.join(known) or 'none'}",
+        )
     try:
-        return CALLBACKS.get(name)(**options)
+        return cls(**options)
     except TypeError as e:
         raise ConfigError(f"{field}.options: {e}", hint=f"see the docstring of the {name!r} callback") from None
     except ValueError as e:
-        raise ConfigError(f"{field}.options: {e}") from None
+        # a constructor's "key=value must be ..." names the option: point the field at it
+        named = re.match(r"(\w+)=", str(e))
+        where = f"{field}.options.{named.group(1)}" if named and named.group(1) in options else f"{field}.options"
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _unknown_options(cls: type[Callback], options: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Option names the constructor does not take, and the names it does (none unknown if it takes **kwargs)."""
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return [], []
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return [], []
+    known = [p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    return [k for k in options if k not in known], known
