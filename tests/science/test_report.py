@@ -296,3 +296,26 @@ def test_bad_path_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_fmt() -> None:
     assert fmt(None) == "—" and fmt(float("nan")) == "NaN" and fmt(12345) == "12,345" and fmt(512.0) == "512"
     assert fmt(5.55243) == "5.5524" and fmt(3e-4) == "3.000e-04" and fmt(True) == "yes"
+
+
+def test_a_mixture_axis_is_plotted_against_each_domains_weight(tmp_path: Path) -> None:
+    import warnings
+
+    rows = [{"name": f"p{i}", "status": "done", "data.weights": w, "val_loss": 2.0 + w["a"]}
+            for i, w in enumerate([{"a": 0.2, "b": 0.8}, {"a": 0.5, "b": 0.5}, {"a": 3.0, "b": 1.0}])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. matplotlib's "constrained_layout not applied" for long tick labels
+        block = report_sweep.axis_plot(rows, "data.weights", ["data.weights"], "val_loss", PlotTarget(tmp_path))
+    assert "each domain's weight" in block.caption and is_png(block.file)
+
+
+def test_long_categorical_ticks_are_cut_and_draw_without_warnings(tmp_path: Path) -> None:
+    import warnings
+
+    ticks = [json.dumps([{"weights": {"general": 1.0, "qa": 0.0}, "until_fraction": 0.75}, {"weights": {"qa": i}}])
+             for i in range(1, 7)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        written = line_plot(tmp_path / "p.png", [Curve("a", list(range(6)), [1, 2, 3, 2, 1, 0], markers=True)],
+                            title="t", x_label="x", y_label="y", x_ticks=ticks)
+    assert written is not None and is_png(written)

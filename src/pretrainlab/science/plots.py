@@ -27,6 +27,7 @@ class Curve:
     lo: Sequence[Any] | None = None
     hi: Sequence[Any] | None = None
     markers: bool = False
+    points_only: bool = False  # a scatter: the points are not ordered along x (e.g. runs by one domain's weight)
 
 
 def finite(value: Any) -> float | None:
@@ -87,7 +88,7 @@ def line_plot(
         fig = Figure(figsize=(4.8, 3.0) if small else (7.0, 4.2), dpi=100, layout="constrained")
         ax = fig.add_subplot()
     for c, (xs, ys, los, his) in drawn:
-        style = "o-" if c.markers or len(xs) == 1 else "-"
+        style = "o" if c.points_only else "o-" if c.markers or len(xs) == 1 else "-"
         if any(los) or any(his):
             ax.errorbar(xs, ys, yerr=[los, his], fmt=style, capsize=3, label=c.label, markersize=4)
         else:
@@ -97,7 +98,8 @@ def line_plot(
     if log_y:
         ax.set_yscale("log")
     if x_ticks is not None:
-        ax.set_xticks(range(len(x_ticks)), [str(t) for t in x_ticks], rotation=20 if len(x_ticks) > 4 else 0)
+        labels = [_short_tick(str(t)) for t in x_ticks]
+        ax.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 4 else 0)
     ax.set_title(title, fontsize=10 if small else 12)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
@@ -109,6 +111,12 @@ def line_plot(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
     return path
+
+
+def _short_tick(label: str, limit: int = 28) -> str:
+    """A tick label cut to `limit` characters: a long one (a whole mapping or list) would squeeze the axes to
+    nothing; the report's table shows the full values."""
+    return label if len(label) <= limit else label[: limit - 1] + "…"
 
 
 def is_png(path: str | Path) -> bool:

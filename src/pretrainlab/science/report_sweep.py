@@ -151,6 +151,8 @@ def axis_plot(rows: list[dict[str, Any]], axis: str, axes: list[str], y: str, ta
     short = _short_names(axes)
     done = [r for r in rows if _is_done(r) and finite(r.get(y)) is not None and r.get(axis) is not None]
     values = [r[axis] for r in done]
+    if values and all(_is_weights(v) for v in values):
+        return mixture_axis_plot(done, axis, y, target)
     numeric = bool(values) and all(finite(v) is not None for v in values)
     order = sorted({float(v) for v in values}) if numeric else list(dict.fromkeys(_key(v) for v in values))
     if len(order) < 2:
@@ -168,6 +170,28 @@ def axis_plot(rows: list[dict[str, Any]], axis: str, axes: list[str], y: str, ta
     written = line_plot(target.file(f"axis-{axis}"), curves, title=f"final {y} vs {axis}", x_label=axis, y_label=y,
                         log_x=numeric and wants_log(order), x_ticks=None if numeric else order)
     return target.block(written, f"final {y} against {axis} (mean over seeds, bars min-max)")
+
+
+def _is_weights(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and all(finite(w) is not None for w in value.values())
+
+
+def mixture_axis_plot(done: list[dict[str, Any]], axis: str, y: str, target: PlotTarget) -> Block:
+    """A mixture axis (each value a {domain: weight} mapping, e.g. `data.weights`): final `y` of every run
+    against each domain's normalised weight, one colour per domain (RegMix-style); categorical ticks
+    holding whole mappings would be unreadable."""
+    domains = list(dict.fromkeys(d for r in done for d in r[axis]))
+    curves = []
+    for d in domains:
+        xs, ys = [], []
+        for r in done:
+            total = sum(float(w) for w in r[axis].values())
+            xs.append(float(r[axis].get(d, 0.0)) / total if total > 0 else 0.0)
+            ys.append(float(r[y]))
+        curves.append(Curve(d, xs, ys, points_only=True))
+    written = line_plot(target.file(f"axis-{axis}"), curves, title=f"final {y} vs each domain's weight",
+                        x_label=f"{axis} (normalised weight of the domain)", y_label=y)
+    return target.block(written, f"final {y} of every run against each domain's weight in {axis}")
 
 
 def sweep_section(sweep_dir: Path, target: PlotTarget, out_dir: Path, *, level: int = 2) -> list[Block]:
