@@ -309,9 +309,15 @@ def test_a_mixture_axis_is_plotted_against_each_domains_weight(tmp_path: Path) -
     assert "each domain's weight" in block.caption and is_png(block.file)
 
 
-def test_long_categorical_ticks_are_cut_and_draw_without_warnings(tmp_path: Path) -> None:
+def test_long_categorical_ticks_are_cut(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import warnings
 
+    from matplotlib.axes import Axes
+
+    seen: list[list[str]] = []
+    real = Axes.set_xticks
+    monkeypatch.setattr(Axes, "set_xticks", lambda self, ticks, labels=None, **kw: (
+        seen.append(list(labels or [])), real(self, ticks, labels, **kw))[1])
     ticks = [json.dumps([{"weights": {"general": 1.0, "qa": 0.0}, "until_fraction": 0.75}, {"weights": {"qa": i}}])
              for i in range(1, 7)]
     with warnings.catch_warnings():
@@ -319,3 +325,4 @@ def test_long_categorical_ticks_are_cut_and_draw_without_warnings(tmp_path: Path
         written = line_plot(tmp_path / "p.png", [Curve("a", list(range(6)), [1, 2, 3, 2, 1, 0], markers=True)],
                             title="t", x_label="x", y_label="y", x_ticks=ticks)
     assert written is not None and is_png(written)
+    assert seen and all(len(t) <= 28 and t.endswith("…") for t in seen[0])
