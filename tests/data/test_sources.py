@@ -7,6 +7,7 @@ import importlib.util
 import json
 import sys
 import random
+import re
 import zipfile
 
 import pytest
@@ -180,3 +181,25 @@ def test_blank_lines_split_handles_crlf():
     from pretrainlab.data.sources import split_documents
 
     assert list(split_documents(iter(["a\r\n\r\nb\r\n\r\nc\r\n"]), "blank_lines", "")) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
+def test_compressed_jsonl_and_text_files_are_read(tmp_path: Path, suffix: str) -> None:
+    import bz2
+    import gzip
+    import lzma
+
+    from pretrainlab.data.sources import open_stream
+
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[suffix]
+    payload = b'{"text": "first"}\n{"text": "second"}\n'
+    path = tmp_path / f"docs.jsonl{suffix}"
+    with opener(path, "wb") as f:
+        f.write(payload)
+    with open_stream(path, path.name) as f:
+        assert list(f) == payload.splitlines(keepends=True)
+    broken = tmp_path / f"broken.jsonl{suffix}"
+    broken.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(DataError, match=f"broken.jsonl{re.escape(suffix)}: not a readable"):
+        with open_stream(broken, broken.name) as f:
+            f.read()

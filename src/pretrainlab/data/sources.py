@@ -13,6 +13,7 @@ import contextlib
 import fnmatch
 import glob
 import hashlib
+import io
 import json
 import os
 import re
@@ -165,6 +166,49 @@ def _open_binary(path: Path, display: str) -> IO[bytes]:
         ) from None
     except OSError as e:
         raise DataError(f"{display}: cannot be read ({e.strerror})", hint="check the file") from None
+
+
+_DECOMPRESSORS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
+
+
+def open_stream(path: Path, display: str) -> IO[bytes]:
+    """A file's bytes for the sequential readers (text, jsonl): `.gz`, `.bz2` and `.xz` files are decompressed
+    on the fly (the recorded sha256 and size are then those of the text). A corrupt archive is a DataError
+    naming the file, when it is opened or while it is read."""
+    module = _DECOMPRESSORS.get(path.suffix.lower())
+    if module is None:
+        return _open_binary(path, display)
+    import importlib
+
+    opener = importlib.import_module(module).open
+    raw = _open_binary(path, display)
+    return io.BufferedReader(_CheckedStream(opener(raw), raw, display, path.suffix), buffer_size=CHUNK_BYTES)
+
+
+class _CheckedStream(io.RawIOBase):
+    """A decompressing stream whose read errors become one DataError naming the file."""
+
+    def __init__(self, inner: IO[bytes], file: IO[bytes], display: str, suffix: str) -> None:
+        self.inner, self.file, self.display, self.suffix = inner, file, display, suffix
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self.inner.read(len(buffer))
+        except (OSError, EOFError, ValueError) as e:
+            raise DataError(f"{self.display}: not a readable {self.suffix} archive ({e})",
+                            hint="check the file (re-download it, or decompress it and point the source at the text)") from None
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self.inner.close()
+        finally:
+            self.file.close()
+            super().close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,7 +373,7 @@ class _SplitTextSource(Source):
         self.records = []
         for ref in self.files:
             assert ref.path is not None
-            with _open_binary(ref.path, ref.display) as f:
+            with open_stream(ref.path, ref.display) as f:
                 reader = HashingReader(f)
                 yield from _documents_of_stream(reader, ref, self.split, self.separator, self.domain, diag)
             self.records.append(reader.record(ref.display))
@@ -393,7 +437,7 @@ class JsonlFilesSource(Source):
             n_bytes = 0
             n_utf8_errors = 0
             n_utf8_docs = 0
-            with _open_binary(ref.path, ref.display) as f:
+            with open_stream(ref.path, ref.display) as f:
                 for lineno, raw in enumerate(f, start=1):
                     h.update(raw)
                     n_bytes += len(raw)
