@@ -47,10 +47,10 @@ from pretrainlab.science.replication import (
     register_replication,
     spread_text,
 )
+from pretrainlab.science.corpora import CORPORA
 
 PAPER = "CLIMB: CLustering-based Iterative Data Mixture Bootstrapping for Language Model Pre-training " \
         "(Diao et al., NVIDIA 2025), arXiv 2504.13161"
-CORPORA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "corpora"  # ../shared of the repo
 TARGETS = ("wiki", "news")
 FALLBACK_TARGETS = ("qa",)
 FALLBACK_QA_DOCUMENTS = 20_000

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from pretrainlab.errors import DataError
+from pretrainlab.science.corpora import CORPORA
 
-CORPORA = Path("/work/shared/data/corpora")  # the shared local corpora (used when present)
 DOMAINS = ("general", "qa")
 BOOKS = ("sherlock_holmes.txt", "botchan.txt", "wizard_of_oz.txt")
 FALLBACK_QA_DOCUMENTS = 20_000  # about 3 MB of generated problems: no repetition at either scale

@@ -22,7 +22,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-CORPORA = Path("/work/shared/data/corpora")  # the shared local corpora (used when present)
+from pretrainlab.science.corpora import CORPORA
+
 BOOKS = ("sherlock_holmes.txt", "botchan.txt", "wizard_of_oz.txt")
 CHUNK_CHARS = (800, 3000)  # book / wiki / docs chunks: a length drawn uniformly in this range
 _WIKI_FIXES = ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), (" , ", ", "), (" . ", ". "), (" 's", "'s"))

@@ -27,8 +27,8 @@ import numpy as np
 
 from pretrainlab.errors import DataError
 from pretrainlab.recipes.preselect_docs import Doc, jsonl_text, read_documents
+from pretrainlab.science.corpora import CORPORA
 
-CORPORA = Path("/work/shared/data/corpora")
 MAX_DOC_BYTES = 2048
 MIN_DOC_BYTES = 64
 TARGET = "target"  # the held-out domain's name in every prepared folder

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from pretrainlab.errors import DataError
+from pretrainlab.science.corpora import CORPORA
 
-CORPORA = Path("/work/shared/data/corpora")  # the shared local corpora (used when present)
 DOMAINS = ("natural", "dyck", "dyck_shuffled")
 
 

@@ -52,11 +52,11 @@ from pretrainlab.science.replication import (
     register_replication,
     spread_text,
 )
+from pretrainlab.science.corpora import CORPORA
 
 NAME = "skill-it"
 PAPER = ("Skill-it! A Data-Driven Skills Framework for Understanding and Training Language Models "
          "(Chen et al., NeurIPS 2023), arXiv 2307.14430")
-CORPORA = Path("/work/shared/data/corpora")
 BASE_SEED = 0
 MARGIN = 0.02  # nats: the CPU protocol's tau (papers-data.md section 0), claims 1 and 3
 GRAPH_MARGIN = 0.01  # nats, claim 2 (and every seed)

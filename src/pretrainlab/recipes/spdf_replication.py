@@ -46,10 +46,10 @@ from pretrainlab.science.replication import (
     register_replication,
     spread_text,
 )
+from pretrainlab.science.corpora import CORPORA
 
 PAPER = ("SPDF: Sparse Pre-training and Dense Fine-tuning for Large Language Models (Thangarasa et al., 2023), "
          "arXiv 2303.10464")
-CORPORA = Path("/work/shared/data/corpora")  # the shared local corpora (used when present)
 
 
 @dataclass(frozen=True)
