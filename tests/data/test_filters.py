@@ -74,6 +74,16 @@ def test_each_quality_rule_fires_and_can_be_switched_off(text, reason, off):
     assert quality(**off).reason(text) != reason
 
 
+def test_null_turns_the_ngram_rules_off_as_it_does_every_other_rule():
+    """docs/filters.md: an option set to null turns its rule off (the n-gram tables included)."""
+    repeated = CLEAN + " big dog" * 40
+    assert quality().reason(repeated) == "top_2gram"
+    assert quality(max_top_ngram_chars=None, max_duplicate_ngram_chars=None).reason(repeated) is None
+    copied = CLEAN + " " + CLEAN.replace("\n", " ")[:400]
+    assert quality().reason(copied) == "duplicate_5gram"
+    assert quality(max_duplicate_ngram_chars=None).reason(copied) != "duplicate_5gram"
+
+
 def test_duplicate_paragraphs_and_the_c4_rules():
     paragraphs = CLEAN + "\n\n" + "\n\n".join(["A long paragraph about the river and the town that repeats."] * 6)
     no_lines = {"max_duplicate_lines": None, "max_duplicate_line_chars": None}

@@ -76,8 +76,8 @@ class QualityFilter(DocumentFilter):
         max_duplicate_line_chars: float | None = 0.2,
         max_duplicate_paragraphs: float | None = 0.3,
         max_duplicate_paragraph_chars: float | None = 0.2,
-        max_top_ngram_chars: dict[Any, float] | None = None,
-        max_duplicate_ngram_chars: dict[Any, float] | None = None,
+        max_top_ngram_chars: dict[Any, float] | None = TOP_NGRAMS,
+        max_duplicate_ngram_chars: dict[Any, float] | None = DUPLICATE_NGRAMS,
         lorem_ipsum: bool = False,
         curly_bracket: bool = False,
         javascript: bool = False,
@@ -199,9 +199,10 @@ class QualityFilter(DocumentFilter):
 
 
 def _ngram_table(key: str, value: dict[Any, float] | None, default: dict[int, float]) -> dict[int, float]:
-    """{n: max fraction} from an option ({} or null turns the rules off; keys may be strings, from JSON)."""
+    """{n: max fraction} from an option ({} or null turns the rules off, as null does every other rule's;
+    keys may be strings, from JSON)."""
     if value is None:
-        return dict(default)
+        return {}
     if not isinstance(value, dict):
         raise FilterOptionError(key, f"must be a mapping n -> max fraction, e.g. {default} (got {value!r})")
     out: dict[int, float] = {}
