@@ -78,3 +78,4 @@ def test_protocol_runs_end_to_end(tmp_path: Path, in_process: None, monkeypatch)
     assert manifest["filters"][0]["name"] == "minhash_dedup" and manifest["filters"][0]["removed"] > 0
     data = json.loads(write_replication(ctx.out, result).read_text())
     assert len(data["claims"]) == 3 and any("memorisation" in n for n in data["notes"])
+    assert any("pilot run" in n for n in data["notes"])  # the edit rate chosen after a pilot is said in the report

@@ -245,7 +245,9 @@ def run_protocol(ctx: ReplicationContext, scale: Scale) -> ReplicationResult:
         "Training bytes: " + ", ".join(f"{a} {b:,}" for a, b in sizes.items()) + f"; {scale.dup_fraction:.0%} of the "
         f"clean documents got {scale.copies} near-copies each ({scale.edits_per_100_words:g} words in a hundred replaced, "
         f"at least one), so "
-        f"{1 - sizes['clean'] / max(sizes['duplicated'], 1):.0%} of the duplicated corpus is copies.",
+        f"{1 - sizes['clean'] / max(sizes['duplicated'], 1):.0%} of the duplicated corpus is copies. The edit rate was "
+        "set after a pilot run: at one word in a hundred two copies sit near Jaccard 0.82, at the 0.8 threshold's "
+        "edge, and 86% of the copies were removed; claim 1 is measured at the rate chosen after seeing that.",
         "Held-out loss per domain (seed means): " + "; ".join(
             f"{a}: " + ", ".join(f"{d} {v:.3f}" for d, v in per_domain[a].items()) for a in per_domain) + ".",
         "Loss on the duplicated documents themselves (in every arm's training data; diagnostic of memorisation): "
