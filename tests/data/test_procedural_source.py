@@ -40,6 +40,9 @@ def test_prepare_cli_with_a_procedural_source(tmp_path: Path) -> None:
     assert dyck["sources"][0]["path"] == "<procedural:dyck seed 3>" and len(dyck["sources"][0]["sha256"]) == 64
     sets_docs = manifest["domains"]["sets"]
     assert sets_docs["train"]["documents"] + sets_docs["val"]["documents"] == 30  # max_documents caps it
+    # a source cut short by max_documents is still recorded, with the bytes of the documents it generated
+    assert [r["path"] for r in sets_docs["sources"]] == ["<procedural:set_ops seed 0>"]
+    assert sets_docs["sources"][0]["bytes"] == sets_docs["train"]["bytes"] + sets_docs["val"]["bytes"]
     data = PreparedData(tmp_path / "out")
     assert set(data.domains) == {"dyck", "natural", "sets"}
     # the same config gives the same corpus, byte for byte

@@ -38,9 +38,11 @@ class ProceduralDocumentsSource(Source):
     def documents(self, diag: Diagnostics) -> Iterator[Document]:
         self.records = []
         digest, n_bytes = hashlib.sha256(), 0
-        for i, text in enumerate(self.generator.documents(0, self.n_documents)):
-            data = text.encode("utf-8")
-            digest.update(len(data).to_bytes(8, "little") + data)  # length-prefixed: documents stay apart
-            n_bytes += len(data)
-            yield Document(text, self.ref, i)
-        self.records.append(FileRecord(self.ref.display, digest.hexdigest(), n_bytes))
+        try:
+            for i, text in enumerate(self.generator.documents(0, self.n_documents)):
+                data = text.encode("utf-8")
+                digest.update(len(data).to_bytes(8, "little") + data)  # length-prefixed: documents stay apart
+                n_bytes += len(data)
+                yield Document(text, self.ref, i)
+        finally:  # also when the reader stops early (max_documents): the record covers what was generated
+            self.records.append(FileRecord(self.ref.display, digest.hexdigest(), n_bytes))
