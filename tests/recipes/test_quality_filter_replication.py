@@ -66,3 +66,20 @@ def test_protocol_runs_end_to_end(tmp_path: Path, in_process: None, monkeypatch)
     assert manifest["filters"][0]["name"] == "quality" and manifest["filters"][0]["removed"] > 0
     data = json.loads(write_replication(ctx.out, result).read_text())
     assert len(data["claims"]) == 3
+
+
+def test_prepared_replication_data_is_reused_only_when_it_holds_the_same_documents(tmp_path) -> None:
+    from pretrainlab.data.prepared import PreparedData
+    from pretrainlab.recipes.filter_prepare import prepare_training
+
+    folder = tmp_path / "data" / "unfiltered"
+    first = [f"document number {i} with a few words in it" for i in range(40)]
+    prepare_training(folder, first)
+    fingerprint = PreparedData(folder).fingerprint
+    prepare_training(folder, first)  # the same documents: reused as is
+    assert PreparedData(folder).fingerprint == fingerprint
+    other = [f"another corpus, document {i}, at another scale" for i in range(60)]  # e.g. --scale small, same --out
+    prepare_training(folder, other)
+    assert PreparedData(folder).fingerprint != fingerprint
+    assert PreparedData(folder).manifest["domains"]["text"]["train"]["documents"] + \
+        PreparedData(folder).manifest["domains"]["text"]["val"]["documents"] == 60

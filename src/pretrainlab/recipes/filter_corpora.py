@@ -198,12 +198,17 @@ def junk_document(rng: random.Random, vocab: list[str]) -> tuple[str, str]:
 # ------------------------------------------------------------------------------------------- readers
 
 
+def jsonl_text(texts: list[str]) -> str:
+    """`texts` as {"text": ...} lines, the content `write_jsonl` writes."""
+    return "".join(json.dumps({"text": t}) + "\n" for t in texts)
+
+
 def write_jsonl(path: Path, texts: list[str]) -> Path:
     """`texts` as {"text": ...} lines at `path` (atomically)."""
     from pretrainlab.io_atomic import write_text_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, "".join(json.dumps({"text": t}) + "\n" for t in texts))
+    write_text_atomic(path, jsonl_text(texts))
     return path
 
 

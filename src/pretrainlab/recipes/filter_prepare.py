@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pretrainlab.recipes.filter_corpora import write_jsonl
+from pretrainlab.recipes.filter_corpora import jsonl_text, write_jsonl
 
 TRAIN_DOMAIN = "text"
 VALIDATION_FRACTION = 0.02  # the runs' own end-of-training evaluation; the comparison uses the held-out folder
@@ -22,7 +22,7 @@ def prepare_training(folder: Path, texts: list[str], filters: list[dict[str, Any
     from pretrainlab.config import PrepareConfig, validate
     from pretrainlab.data.prepare import prepare
 
-    if (folder / "manifest.json").is_file():
+    if _complete_with(folder, [texts]):
         return folder
     source = write_jsonl(folder.parent / "sources" / f"{folder.name}.jsonl", texts)
     cfg = validate(PrepareConfig, {
@@ -31,6 +31,7 @@ def prepare_training(folder: Path, texts: list[str], filters: list[dict[str, Any
         "tokenizer": {"kind": "bytes"},
         "validation": {"fraction": VALIDATION_FRACTION, "seed": 0},
         "output": str(folder),
+        "overwrite": True,  # a folder left by another scale or corpus (its sources differ) is rebuilt
     }, source=f"replication data {folder.name}")
     return Path(prepare(cfg, progress=False))
 
@@ -40,7 +41,7 @@ def prepare_heldout(folder: Path, docs: dict[str, list[str]]) -> Path:
     from pretrainlab.config import PrepareConfig, validate
     from pretrainlab.data.prepare import prepare
 
-    if (folder / "manifest.json").is_file():
+    if _complete_with(folder, [v for v in docs.values() if v]):
         return folder
     files = {d: write_jsonl(folder.parent / "sources" / f"{folder.name}-{d}.jsonl", v) for d, v in docs.items() if v}
     cfg = validate(PrepareConfig, {
@@ -48,8 +49,28 @@ def prepare_heldout(folder: Path, docs: dict[str, list[str]]) -> Path:
         "tokenizer": {"kind": "bytes"},
         "validation": {"fraction": 0.0, "files": [p.as_posix() for p in files.values()]},
         "output": str(folder),
+        "overwrite": True,
     }, source=f"replication held-out data {folder.name}")
     return Path(prepare(cfg, progress=False))
+
+
+def _complete_with(folder: Path, texts_by_source: list[list[str]]) -> bool:
+    """Whether `folder` is a finished prepare of exactly these documents: its manifest records, for each source
+    file, the sha256 of the JSONL `write_jsonl` makes of them. A folder another scale or corpus left at the same
+    path is rebuilt, never reused (resume must not train on stale data)."""
+    import hashlib
+    import json
+
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        return False
+    try:
+        domains = json.loads(manifest.read_text(encoding="utf-8"))["domains"]
+        recorded = {s["sha256"] for d in domains.values() for s in d.get("sources", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    wanted = {hashlib.sha256(jsonl_text(t).encode("utf-8")).hexdigest() for t in texts_by_source}
+    return wanted == recorded
 
 
 def removed_indices(folder: Path) -> set[int]:

@@ -208,7 +208,9 @@ class PreselectClassifier:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
         except Exception as e:  # zipfile / numpy raise several kinds for a file that is not an .npz
-            raise DataError(f"{path}: not a readable .npz classifier ({type(e).__name__}: {e})", hint=hint) from None
+            # numpy's own text for a non-.npz file suggests allow_pickle=True: never pass that on
+            raise DataError(f"{path}: not a PreSelect classifier (not a readable .npz file: {type(e).__name__})",
+                            hint=hint) from None
         missing = [k for k in ("meta", "indices", "values", "quantiles", "byte_quantiles") if k not in arrays]
         if missing:
             raise DataError(f"{path}: not a PreSelect classifier (missing {', '.join(missing)})", hint=hint)
