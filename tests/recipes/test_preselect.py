@@ -175,8 +175,9 @@ def test_bad_classifier_files_give_clear_errors(planted: SimpleNamespace, tmp_pa
     with pytest.raises(DataError, match="does not exist"):
         PreselectClassifier.load(tmp_path / "missing.npz")
     (tmp_path / "text.npz").write_text("not a zip")
-    with pytest.raises(DataError, match="not a readable .npz"):
+    with pytest.raises(DataError, match="not a readable .npz") as bad:
         PreselectClassifier.load(tmp_path / "text.npz")
+    assert "pickle" not in str(bad.value)  # numpy's own text suggests loading it unsafely
     np.savez(tmp_path / "other.npz", weights=np.zeros(3))
     with pytest.raises(DataError, match="missing meta"):
         PreselectClassifier.load(tmp_path / "other.npz")
