@@ -152,6 +152,10 @@ def test_bad_options_are_config_errors(options: dict, message: str) -> None:
 def test_data_dependent_errors_name_the_option(data: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"callbacks.0.options.target names unknown domain 'z'"):
         Trainer(_cfg(tmp_path, data, "t", target=["a", "z"])).fit()
+    tree = _cfg(tmp_path, data, "w", target="b").model_dump()
+    tree["data"]["weights"] = {"a": 1.0}  # the target would never be drawn nor measured
+    with pytest.raises(ConfigError, match=r"callbacks.0.options.target names domain 'b', which the prior"):
+        Trainer(RunConfig.model_validate(tree)).fit()
     policy = tmp_path / "p.json"
     policy.write_text('{"domains": ["x", "y"], "W": [[0,0,0,0,0,0],[0,0,0,0,0,0]], "b": [0, 0]}')
     with pytest.raises(ConfigError, match=r"callbacks.0.options.policy_path: the policy was fitted for domains"):
@@ -184,3 +188,14 @@ def test_explore_fit_and_deploy_from_the_command_line(data: Path, tmp_path: Path
     assert len(seen) == 4  # the prior, then one mixture per re-weighting (steps 3, 6, 9)
     assert all(math.isclose(sum(w), 1.0, rel_tol=1e-12) for w in seen)
     assert main(["mixing-policy", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.json")]) == 2
+
+
+def test_a_domain_the_prior_never_draws_is_logged_unmeasured(data: Path, tmp_path: Path) -> None:
+    """Its loss is not measured: the log says None, not the neutral 1.0 the policy's state uses."""
+    tree = _cfg(tmp_path, data, "zero", steps=6).model_dump()
+    tree["data"]["weights"] = {"a": 1.0, "b": 0.0}
+    trainer = Trainer(RunConfig.model_validate(tree))
+    trainer.fit()
+    lines = _agent_lines(trainer.run_dir)
+    assert lines and all(line["mixing_agent"]["val_loss"]["b"] is None for line in lines)
+    assert all(math.isfinite(line["mixing_agent"]["val_loss"]["a"]) for line in lines)

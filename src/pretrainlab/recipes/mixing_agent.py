@@ -178,6 +178,12 @@ class MixingAgent(Callback):
         elif self.domains != domains:
             raise ConfigError(f"{field}: the checkpoint's mixing_agent state is over domains {self.domains}, "
                               f"the data has {domains}", hint="resume on the data the run started with")
+        if target is not None:
+            silent = [d for d, t, w in zip(domains, target, self.prior) if t and w <= 0]
+            if silent:
+                raise ConfigError(f"{field}.options.target names domain {silent[0]!r}, which the prior mixture "
+                                  "(data.weights) gives weight 0: it would never be drawn nor measured",
+                                  hint=f"give {silent[0]} a weight > 0 in data.weights, or drop it from the target")
         self.target = target
         self.base = balanced_base(self.prior, target, self.source_weight)
         no_val = [d for d, w in zip(domains, self.prior) if w > 0 and trainer.data.shard(d, "val").n_tokens < 2]
@@ -219,6 +225,7 @@ class MixingAgent(Callback):
                          f"{', '.join(str(losses.get(d)) for d in bad)}; the weights stay as they are")
             self.pending = None
             return None
+        measured = {d: (float(v) if u else None) for d, v, u in zip(self.domains, vec.tolist(), usable)}
         vec = np.where(usable, vec, 1.0)  # a domain never drawn is not measured usefully; keep it neutral
         self._remember(vec, trainer)
         obs = Observation(domains=self.domains, losses=np.asarray(self.losses), tokens=np.asarray(self.tokens),
@@ -245,7 +252,7 @@ class MixingAgent(Callback):
             self.updates += 1
         state = features(obs)  # what the policy saw: the weights before this re-weighting
         self.pending = {"state": state.tolist(), "action": self.current.tolist(), "balanced": balanced}
-        self._log(trainer, vec, transition, state)
+        self._log(trainer, measured, transition, state)
         return None if transition is None else transition["reward"]
 
     def _remember(self, vec: np.ndarray, trainer: Trainer) -> None:
@@ -258,13 +265,15 @@ class MixingAgent(Callback):
             for history in (self.losses, self.tokens, self.steps):
                 del history[1:-keep]
 
-    def _log(self, trainer: Trainer, vec: np.ndarray, transition: dict[str, Any] | None, state: np.ndarray) -> None:
+    def _log(self, trainer: Trainer, measured: dict[str, float | None], transition: dict[str, Any] | None,
+             state: np.ndarray) -> None:
+        """One `mixing_agent` line; `measured` holds None for a domain the prior never draws (not measured)."""
         if trainer.writer is None:
             return
         line: dict[str, Any] = {
             "event": "mixing_agent", "step": trainer.step, "tokens": trainer.tokens, "policy": self.policy_name,
             "domains": self.domains,
-            "mixing_agent": {"val_loss": dict(zip(self.domains, vec.tolist())),
+            "mixing_agent": {"val_loss": measured,
                              "weight": dict(zip(self.domains, self.current.tolist()))},
             "state": state.tolist(),
         }
