@@ -175,7 +175,9 @@ def test_options_and_windows_are_checked() -> None:
     with pytest.raises(ConfigError, match="unknown option"):
         resolve_tasks({"copy_accuracy": {"lenght": 3}})
     with pytest.raises(ConfigError, match="tasks.needle_recall"):
-        FORMATS.get("needle_recall").read(None, {"needles": 20, "digits": 1})
+        FORMATS.get("needle_recall").read(None, {"needles": 11, "digits": 1})
+    examples = FORMATS.get("needle_recall").read(None, {"needles": 10, "digits": 1, "n": 3})  # 0..9: ten values
+    assert len(examples) == 3
     small = ByteModel(window=64)
     with pytest.raises(DataError, match="(?s)do not fit the model's window of 64.*length"):
         score(small, "needle_recall", {"n": 2, "length": 50})

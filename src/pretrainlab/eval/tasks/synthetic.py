@@ -72,7 +72,7 @@ class NeedleOptions(_Options):
 
     @model_validator(mode="after")
     def _enough_values(self) -> "NeedleOptions":
-        if self.needles > 9 * 10 ** (self.digits - 1):
+        if self.needles > 10**self.digits - (10 ** (self.digits - 1) if self.digits > 1 else 0):  # 0-9, 10-99, ...
             raise ValueError(f"{self.needles} distinct values of {self.digits} digit(s) do not exist")
         return self
 
