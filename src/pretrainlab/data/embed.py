@@ -73,6 +73,10 @@ class TfidfSvdEmbedder:
         except ValueError as e:  # "empty vocabulary": no document has a word of two letters or more
             raise ConfigError(f"the TF-IDF embedder found no words in {len(sample)} documents ({e})",
                               hint="cluster text documents, or use --embedder minilm") from None
+        if matrix.shape[0] < 2 or matrix.shape[1] < 2:  # TruncatedSVD needs 2 x 2 at least
+            raise ConfigError(f"the TF-IDF embedder needs at least 2 documents and 2 distinct words to fit on (got "
+                              f"{matrix.shape[0]} document(s), {matrix.shape[1]} word(s) kept)",
+                              hint="cluster more (or more varied) documents, or use --embedder minilm")
         n_components = max(1, min(self.dim, matrix.shape[1] - 1, matrix.shape[0] - 1))
         self.svd = TruncatedSVD(n_components=n_components, algorithm="randomized", n_iter=7, random_state=self.seed)
         self.svd.fit(matrix)
