@@ -115,6 +115,8 @@ BAD_CASES = [
     ([{"mixture": {"n": 2, "prior": {"alpha": 1, "beta": -1}}}], {}, "prior['beta'] must be a finite number > 0", ""),
     ([{"mixture": {"n": 2, "prior": {"alpha": 1}}}], {}, "axes[0].mixture.prior: give every domain of", "alpha, beta"),
     ([{"mixture": {"n": 2, "sed": 1}}], {}, "axes[0]: unknown key 'mixture.sed'; did you mean 'mixture.seed'?", ""),
+    ([{"mixture": {"n": 50, "domains": ["alpha", "beta"], "alpha": 0.001}}], {},
+     "axes[0].mixture: only", "distinct mixtures of 2 domains found for n=50"),
     ([{"mixture": {"n": 2}}], {"overrides": {"data.stages": [{"weights": {"alpha": 1}}]}},
      "axes[0].mixture[0]", "give either data.weights or data.stages"),
     ([{"mixture": {"n": 2}}, {"list": [{"data.weights": {"alpha": 1}}]}], {},

@@ -148,7 +148,7 @@ def dirichlet_mixtures(
         drawn += 1
     if drawn < n:
         raise ConfigError(
-            f"mixture: only {drawn} distinct mixtures of {len(domains)} domains found for n={n} at alpha={alpha:g}",
+            f"only {drawn} distinct mixtures of {len(domains)} domains found for n={n} at alpha={alpha:g}",
             hint="lower n or raise alpha (small alpha puts nearly every draw on a corner of the simplex)",
         )
     return out

@@ -418,8 +418,11 @@ def _mixture_entries(where: str, raw: Any, common: dict[str, Any], *, check_data
     where = f"{where}.mixture"
     data_path = validate(RunConfig, common).data.path
     domains = axis_domains(params, data_path, where=where, check_data=check_data)
-    mixtures = dirichlet_mixtures(domains, params.n, alpha=params.alpha, seed=params.seed, prior=params.prior,
-                                  include_uniform=params.include_uniform)
+    try:
+        mixtures = dirichlet_mixtures(domains, params.n, alpha=params.alpha, seed=params.seed, prior=params.prior,
+                                      include_uniform=params.include_uniform)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e.message}", hint=e.hint) from None
     entries = []
     for j, weights in enumerate(mixtures):
         origin = f"{where}.uniform" if params.include_uniform and j == 0 else \
