@@ -214,3 +214,34 @@ def test_bad_options_and_stages_are_config_errors(data: Path, tmp_path: Path) ->
 
     with pytest.raises(ConfigError, match="data.stages .* skill_it"):
         Trainer(RunConfig.model_validate(cfg)).fit()
+
+
+def test_allowed_skills_get_the_whole_mixture() -> None:
+    graph = np.eye(3)
+    history = [[5.0, 1.0, 2.0]]
+    p = skill_it_weights(graph, history, eta=50.0, window=1, allowed=[False, True, True])
+    assert p[0] == 0.0 and abs(p.sum() - 1.0) < 1e-12 and np.all(np.isfinite(p))  # the largest logit not allowed
+    with pytest.raises(ValueError, match="at least one"):
+        skill_it_weights(graph, history, eta=1.0, window=1, allowed=[False] * 3)
+
+
+def test_a_validation_only_target_is_measured_never_drawn_nor_probed(tmp_path: Path) -> None:
+    """The fine-tuning setting with a held-out target (e.g. a CLIMB-clustered folder's `<target>` domain: 0
+    training tokens): Skill-it samples the other domains by their edges into the target; it used to hand the
+    loader a positive weight for the target and stop with 'too small for one row'."""
+    rng = np.random.default_rng(1)
+    train = {"a": markov_docs(rng, 40, chain=1), "b": random_docs(rng, 40), "t": []}
+    val = {"a": markov_docs(rng, 6, chain=1), "b": random_docs(rng, 6), "t": markov_docs(rng, 6, chain=1)}
+    data = make_prepared(tmp_path / "heldout", train=train, val=val)
+    run = train_run(tiny_run_config(tmp_path, data, name="heldout", train={"steps": 6},
+                                    model={"n_layers": 1, "d_model": 32, "n_heads": 2},
+                                    eval={"every": None, "max_tokens_per_domain": 256},
+                                    callbacks=[{"name": "skill_it", "options": {
+                                        "every": 3, "val_tokens": 256, "target": "t", "graph": "estimate",
+                                        "probe_steps": 1, "probe_tokens": 256}}]))
+    record = json.loads((run / GRAPH_FILE).read_text())
+    assert record["graph"][2] == [0.0, 0.0, 0.0]  # t was not probed
+    lines = _train_lines(run)
+    assert lines and all(line["skill_it/weight/t"] == 0.0 for line in lines)
+    assert all(abs(line["skill_it/weight/a"] + line["skill_it/weight/b"] - 1.0) < 1e-9 for line in lines)
+    assert all(math.isfinite(line["skill_it/val_loss/t"]) for line in lines)

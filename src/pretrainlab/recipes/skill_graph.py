@@ -103,12 +103,18 @@ def estimate_graph_by(
     measure: Callable[[], Sequence[float]],
     train_on: Callable[[str], None],
     reset: Callable[[], None],
+    trainable: Sequence[bool] | None = None,
 ) -> tuple[np.ndarray, list[float], list[list[float]]]:
     """The linear-approximation recipe over callables: measure the starting losses, then per skill i
-    `train_on(i)`, measure, `reset()` (back to the starting model). Returns (A, before, after)."""
+    `train_on(i)`, measure, `reset()` (back to the starting model). Returns (A, before, after).
+    A skill that cannot be trained on (`trainable[i]` False: no training rows) is not probed: its `after` row
+    is `before`, so its row of A is 0."""
     before = [float(v) for v in measure()]
     after: list[list[float]] = []
-    for d in domains:
+    for i, d in enumerate(domains):
+        if trainable is not None and not trainable[i]:
+            after.append(list(before))
+            continue
         train_on(d)
         after.append([float(v) for v in measure()])
         reset()
@@ -123,11 +129,13 @@ def skill_it_weights(
     window: int,
     targets: Sequence[int] | None = None,
     initial: Sequence[float] | None = None,
+    allowed: Sequence[bool] | None = None,
 ) -> np.ndarray:
     """The mixture over all k skills after the rounds in `history` (each a loss per skill, oldest first):
     p_i proportional to exp(eta * sum_{j in targets} A_ij * S_j), S_j = sum over the last `window` rounds of
     L_j (divided by `initial[j]` when given: the `normalise` option, under which the first round's mixture is
-    the official code's exp(eta * A 1))."""
+    the official code's exp(eta * A 1)). With `allowed`, the softmax runs over those skills only (the others,
+    e.g. validation-only domains with nothing to train on, get 0)."""
     g = np.asarray(graph, dtype=np.float64)
     k = g.shape[0]
     if not history:
@@ -137,7 +145,10 @@ def skill_it_weights(
     if initial is not None:
         s = s / np.asarray(initial, dtype=np.float64)[cols]
     logits = eta * (g[:, cols] @ s)
-    logits -= logits.max()  # exp of the largest is 1: no overflow whatever the losses
+    ok = np.ones(k, dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
+    if ok.shape != (k,) or not ok.any():
+        raise ValueError(f"allowed must mark at least one of the {k} skills")
+    logits = np.where(ok, logits - logits[ok].max(), -np.inf)  # the largest allowed is exp(0) = 1: no overflow
     p = np.exp(logits)
     return p / p.sum()
 

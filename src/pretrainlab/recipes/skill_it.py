@@ -9,7 +9,9 @@ first `val_tokens` targets of its shard (eval/domain_losses.py) and sets the loa
 (recipes/skill_graph.py `skill_it_weights`; with `normalise` each L_j is divided by its loss at the first
 round), through `trainer.loader.set_weights`, in place, from that round's first batch. A is the skills
 graph; `target` restricts its columns to the domains whose loss is to be minimised (the paper's
-fine-tuning variant; default: all domains, its pre-training variant). The first round starts at step 0, so
+fine-tuning variant; default: all domains, its pre-training variant). Only domains with a training row (and
+weight > 0 in `data.weights` when it is given) are sampled: a validation-only domain, e.g. a held-out target,
+is measured but gets weight 0 and no probe. The first round starts at step 0, so
 with `normalise` its mixture is the official code's exp(eta * A 1).
 
 Options (paper's LEGO values where it gives them): `every` (100), `eta` (0.5), `window` (3), `graph`
@@ -109,6 +111,7 @@ class SkillIt(Callback):
         self._meter: DomainLosses | None = None
         self._field = "callbacks (skill_it).options"
         self._targets: list[int] = []
+        self._allowed: list[bool] = []
 
     # ------------------------------------------------------------------ hooks
 
@@ -125,6 +128,15 @@ class SkillIt(Callback):
             raise ConfigError(f"{self._field}.target names unknown domain {unknown[0]!r}; the data has: "
                               f"{', '.join(domains)}")
         self._targets = [domains.index(t) for t in self.target_names] if self.target_names else list(range(len(domains)))
+        # Skills it can sample: a training row at this seq_len, and weight > 0 in data.weights when given. A
+        # validation-only domain (e.g. a held-out target) is measured, never drawn nor probed.
+        rows = trainer.loader.windows_per_epoch()
+        prior = trainer.cfg.data.weights
+        self._allowed = [rows[d] > 0 and (prior is None or float(prior.get(d, 0.0)) > 0) for d in domains]
+        if not any(self._allowed):
+            raise ConfigError(f"{self._field}: skill_it has no domain to sample: none has a training row of "
+                              f"data.seq_len + 1 tokens with weight > 0 in data.weights",
+                              hint="give data.weights > 0 to domains with training data")
         if self.graph_domains is not None and self.graph_domains != domains:
             raise ConfigError(f"the skill_it state in the checkpoint is for domains {self.graph_domains}, the data "
                               f"has {domains}", hint="resume on the data the run started with")
@@ -163,7 +175,8 @@ class SkillIt(Callback):
             self.initial = row
         self.recent = (self.recent + [row])[-self.window:]
         p = skill_it_weights(np.asarray(self.graph), self.recent, eta=self.eta, window=self.window,
-                             targets=self._targets, initial=self.initial if self.normalise else None)
+                             targets=self._targets, initial=self.initial if self.normalise else None,
+                             allowed=self._allowed)
         self.weights = {d: float(v) for d, v in zip(self.graph_domains, p)}
         trainer.loader.set_weights(self.weights)
         self.weights = trainer.loader.weights  # the probabilities in force (the loader renormalises)
@@ -212,6 +225,7 @@ class SkillIt(Callback):
                 measure=lambda: [meter.of(trainer)[d] for d in domains],
                 train_on=lambda d: _probe(trainer, d, self.probe_steps),
                 reset=lambda: saved.restore(trainer, rng=False),
+                trainable=self._allowed,
             )
         except ValueError as e:
             raise ConfigError(f"{self._field}.graph=estimate: {e}", hint="lower probe_steps or the learning rate") from None
