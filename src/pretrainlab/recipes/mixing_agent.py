@@ -182,8 +182,10 @@ class MixingAgent(Callback):
             silent = [d for d, t, w in zip(domains, target, self.prior) if t and w <= 0]
             if silent:
                 raise ConfigError(f"{field}.options.target names domain {silent[0]!r}, which the prior mixture "
-                                  "(data.weights) gives weight 0: it would never be drawn nor measured",
-                                  hint=f"give {silent[0]} a weight > 0 in data.weights, or drop it from the target")
+                                  "gives weight 0 (data.weights, or no training rows): the agent re-weights the "
+                                  "domains it draws, and this one would never be drawn nor measured",
+                                  hint=f"give {silent[0]} training data and a weight > 0 in data.weights, or drop "
+                                  "it from the target")
         self.target = target
         self.base = balanced_base(self.prior, target, self.source_weight)
         no_val = [d for d, w in zip(domains, self.prior) if w > 0 and trainer.data.shard(d, "val").n_tokens < 2]
