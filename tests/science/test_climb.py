@@ -93,6 +93,9 @@ def test_prior_and_budget_checks() -> None:
         climb_search(DOMAINS, SIZES, planted("cluster00"), budget=(2, 1))
     with pytest.raises(ConfigError, match="same domain twice"):
         climb_search(["a", "a"], [1, 1], planted("a"))
+    for top_n in (0, -3):  # 0 used to mean the default, a negative number the budget itself
+        with pytest.raises(ConfigError, match=f"top_n {top_n}: must be an integer >= 1"):
+            climb_search(DOMAINS, SIZES, planted("cluster00"), top_n=top_n)
 
 
 def test_log_and_fragment_are_written_and_valid(tmp_path: Path) -> None:

@@ -133,6 +133,8 @@ def climb_search(
         raise ConfigError("a mixture search got the same domain twice")
     if not budget or any(b < 1 for b in budget) or budget[0] < 3:
         raise ConfigError(f"budget {budget}: needs >= 3 proxies in iteration 1 (to fit a predictor) and >= 1 after")
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+        raise ConfigError(f"top_n {top_n!r}: must be an integer >= 1 (or left out: 4 x each iteration's budget)")
     if pool < max(budget):
         raise ConfigError(f"pool {pool}: must be at least the largest iteration's budget ({max(budget)})")
     alpha = size_prior(sizes, concentration)
@@ -147,7 +149,7 @@ def climb_search(
         else:
             fresh = _unique(sample_mixtures(rng, alpha, pool, decimals), tried)
             scores = fitted.predict(fresh)
-            order = np.argsort(scores, kind="stable")[: max(n, top_n or 4 * n)]
+            order = np.argsort(scores, kind="stable")[: max(n, 4 * n if top_n is None else top_n)]
             chosen = np.sort(rng.choice(order, size=min(n, order.size), replace=False))
             picks = fresh[chosen]
             predicted = [float(scores[i]) for i in chosen]
