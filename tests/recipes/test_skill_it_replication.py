@@ -90,6 +90,11 @@ def test_shortfall_notes_quote_the_measured_graph_and_mixtures() -> None:
     notes = shortfall_notes(claims, graphs, mixtures, domains, "t", SMOKE)
     assert len(notes) == 2 and "edge into t from another domain is 0.25" in notes[0]
     assert "total variation of 0.10" in notes[0] and "0.1 times" in notes[1]  # 2 steps x 32 x 4 tokens / (6000 / 2)
+    assert "did move the mixture" in notes[0]  # 0.10 is not below 0.1: no 'moves too little' excuse
+    assert "below the ~4 epochs" in notes[1] and "transfer little" in notes[1]
+    strong = {"1": [[1.0, 0.8], [0.0, 1.0]]}
+    notes = shortfall_notes(claims, strong, {a: {"1": {"a": 0.45, "t": 0.55}} for a in mixtures}, domains, "t", SMOKE)
+    assert "moves too little data" in notes[0] and "transfer little" not in notes[1]  # the figures decide the words
     claims[1] = claim_graph_matters([2.5], [2.4], "t")
     claims[2] = claim_beats_target_only([2.5], [2.4], "t")
     assert shortfall_notes(claims, graphs, mixtures, domains, "t", SMOKE) == []

@@ -365,15 +365,22 @@ def shortfall_notes(claims: list[Claim], graphs: dict[str, list[list[float]] | N
         if all(mean_mix.values()) else math.nan
     epochs = scale.steps * scale.seq_len * scale.batch_rows / (scale.train_tokens / len(domains))
     notes = []
+    # The explanations are stated only where the figures support them (thresholds fixed with this code, not
+    # tuned to a run): a total variation below 0.1 counts as the graph barely moving the mixture, fewer than
+    # 4 epochs as repetition not yet costing (Muennighoff et al. 2023), an edge below 0.5 as a weak helper.
     if claims[1].holds is False:
+        why = ("; at this scale the graph moves too little data to show" if moved < 0.1 else
+               "; the graph did move the mixture, yet the target loss did not follow") if math.isfinite(moved) else ""
         notes.append(f"Claim 2 does not hold: the estimated graph's strongest edge into {target} from another domain is "
                      f"{strongest:.2f} (its own: 1), so the estimated-graph mixture differs from the identity control's "
-                     f"by a total variation of {moved:.2f}; at this scale the graph moves too little data to show.")
+                     f"by a total variation of {moved:.2f}{why}.")
     if claims[2].holds is False:
-        notes.append(f"Claim 3 does not hold: target_only sees the {target} training tokens {epochs:.1f} times (no "
-                     "repetition penalty yet at this budget) and the other domains transfer little to it (edges "
-                     f"<= {strongest:.2f}), so every mixture that spends tokens elsewhere loses target loss; the paper's "
-                     "gain over target-only came from related Natural Instructions tasks with a pre-trained 125M model.")
+        reasons = [f"target_only sees the {target} training tokens {epochs:.1f} times"
+                   + (" (below the ~4 epochs after which repetition starts to cost)" if epochs < 4 else ""),
+                   f"the strongest edge into {target} from another domain is {strongest:.2f}"
+                   + (" (the helpers transfer little)" if strongest < 0.5 else "")]
+        notes.append(f"Claim 3 does not hold: {'; '.join(reasons)}. The paper's gain over target-only came from "
+                     "related Natural Instructions tasks with a pre-trained 125M model.")
     return notes
 
 
