@@ -245,3 +245,13 @@ def test_a_validation_only_target_is_measured_never_drawn_nor_probed(tmp_path: P
     assert lines and all(line["skill_it/weight/t"] == 0.0 for line in lines)
     assert all(abs(line["skill_it/weight/a"] + line["skill_it/weight/b"] - 1.0) < 1e-9 for line in lines)
     assert all(math.isfinite(line["skill_it/val_loss/t"]) for line in lines)
+
+
+def test_two_re_weighting_callbacks_are_refused(data: Path, tmp_path: Path) -> None:
+    """skill_it and mixing_agent would overwrite each other's weights every round: a ConfigError at the start."""
+    cfg = _cfg(tmp_path, data, "both").model_dump()
+    cfg["callbacks"].append({"name": "mixing_agent", "options": {"every": 3, "val_tokens": 256}})
+    from pretrainlab.config import RunConfig
+
+    with pytest.raises(ConfigError, match="callbacks skill_it, mixing_agent all re-weight the data mixture"):
+        Trainer(RunConfig.model_validate(cfg)).fit()

@@ -42,7 +42,7 @@ from pretrainlab.errors import ConfigError
 from pretrainlab.eval.domain_losses import DomainLosses
 from pretrainlab.recipes.mixing_linear import LinearPolicy, load_linear_policy
 from pretrainlab.recipes.mixing_policy import POLICIES, HeuristicPolicy, MixingPolicy, Observation, features
-from pretrainlab.train.callbacks import Callback, register_callback
+from pretrainlab.train.callbacks import Callback, check_one_mixture_owner, register_callback
 
 if TYPE_CHECKING:
     from pretrainlab.train.trainer import Trainer
@@ -95,6 +95,8 @@ def finalise(proposal: np.ndarray, base: np.ndarray, floor: float) -> np.ndarray
 class MixingAgent(Callback):
     """Every `every` steps, measure per-domain validation losses and set the mixture a policy proposes
     (Data Mixing Agent, Yang et al. 2025); see the module doc for the options."""
+
+    owns_mixture = True  # one online re-weighting callback per run (train/callbacks.py check_one_mixture_owner)
 
     def __init__(self, every: int = 100, policy: str = "heuristic", val_tokens: int = 8192,
                  temperature: float | None = None, floor: float = 0.1, window: int | None = None,
@@ -155,6 +157,7 @@ class MixingAgent(Callback):
 
     def on_train_start(self, trainer: Trainer) -> None:
         field = self._field(trainer)
+        check_one_mixture_owner(trainer)
         loader = trainer.loader
         domains = list(loader.domains)
         if len(domains) < 2:

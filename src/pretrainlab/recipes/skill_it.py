@@ -56,7 +56,7 @@ from pretrainlab.recipes.skill_graph import (
     graph_from_spec,
     skill_it_weights,
 )
-from pretrainlab.train.callbacks import Callback, register_callback
+from pretrainlab.train.callbacks import Callback, check_one_mixture_owner, register_callback
 
 if TYPE_CHECKING:
     from pretrainlab.eval.domain_losses import DomainLosses
@@ -69,6 +69,8 @@ STATE_VERSION = 1
 @register_callback("skill_it")
 class SkillIt(Callback):
     """Skill-it's online mixture from per-domain validation losses and a skills graph (see the module doc)."""
+
+    owns_mixture = True  # one online re-weighting callback per run (train/callbacks.py check_one_mixture_owner)
 
     def __init__(
         self,
@@ -123,6 +125,7 @@ class SkillIt(Callback):
         if trainer.cfg.data.stages:
             raise ConfigError("data.stages (a fixed curriculum) and the skill_it callback both set the mixture",
                               hint="remove data.stages, or the skill_it callback")
+        check_one_mixture_owner(trainer)
         unknown = [t for t in self.target_names or [] if t not in domains]
         if unknown:
             raise ConfigError(f"{self._field}.target names unknown domain {unknown[0]!r}; the data has: "

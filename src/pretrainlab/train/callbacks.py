@@ -93,6 +93,16 @@ class Callback:
 CALLBACKS: Registry[type[Callback]] = Registry("callback")
 
 
+def check_one_mixture_owner(trainer: Trainer) -> None:
+    """ConfigError when more than one callback re-weights the data mixture online (class attribute
+    `owns_mixture = True`, e.g. skill_it and mixing_agent): each would overwrite the other's weights through
+    `trainer.loader.set_weights`. Such callbacks call this at on_train_start."""
+    owners = [cb.name for cb in trainer.callbacks if getattr(cb, "owns_mixture", False)]
+    if len(owners) > 1:
+        raise ConfigError(f"callbacks {', '.join(owners)} all re-weight the data mixture (loader.set_weights): each "
+                          "would overwrite the others' weights", hint="keep one re-weighting callback")
+
+
 def register_callback(name: str) -> Callable[[type[Callback]], type[Callback]]:
     """Class decorator: make a callback available as `callbacks: [{name: <name>}]`."""
 
