@@ -118,6 +118,10 @@ def test_bad_input_is_one_clear_error(source: Path, tmp_path: Path) -> None:
         cluster_prepared(source, tmp_path / "x", k=3, merge_to=9)
     with pytest.raises(DataError, match="not a clustered folder"):
         cluster_rows(PreparedData(source))
+    with pytest.raises(ConfigError, match="test_fraction=0.5 splits the eval domains, but none are named"):
+        cluster_prepared(source, tmp_path / "x", k=3, test_fraction=0.5)
+    with pytest.raises(ConfigError, match="dim=0"):
+        cluster_prepared(source, tmp_path / "x", k=3, dim=0)
     assert not (tmp_path / "x").exists()
 
 

@@ -78,6 +78,11 @@ def cluster_prepared(
     already holds this exact clustering; other content there is an error.
     """
     say = say or (lambda _: None)
+    if test_fraction and not eval_domains:
+        raise ConfigError(f"test_fraction={test_fraction} splits the eval domains, but none are named",
+                          hint="name them (--eval-domains D...), or leave test_fraction at 0")
+    if dim is not None and dim < 1:
+        raise ConfigError(f"dim={dim}: the embedding needs at least 1 dimension", hint="leave it unset (64) or give >= 1")
     src = PreparedData(source)
     pool = list(domains) if domains else src.domains
     eval_domains = list(eval_domains)
