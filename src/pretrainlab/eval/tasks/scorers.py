@@ -167,6 +167,28 @@ class EncodedChoices(EncodedRequests):
     golds: list[int] = field(default_factory=list)
 
 
+def encode_choices(
+    examples: Sequence[Example], tokenizer: Tokenizer, prompting: Prompting, task: str,
+    shots: Sequence[Example] | None, enc: EncodedChoices, label: str = "choice",
+) -> EncodedChoices:
+    """One request per choice of each scored MultipleChoice example (few-shot prefix + context + delimiter,
+    then the choice) into `enc`, with each choice's UTF-8 length and the gold index; `label` names a choice in
+    error messages."""
+    n = prompting.n_scored(len(examples))
+    prefixes = fewshot_prefixes(examples, n, prompting, task, shots)
+    for i in range(n):
+        ex = examples[i]
+        assert isinstance(ex, MultipleChoice)
+        enc.wheres.append(ex.where)
+        context = prefixes[i] + ex.context
+        for j, choice in enumerate(ex.choices):
+            enc.add(encode_pair(tokenizer, attach(context, prompting.delimiter, choice), choice), i, ex.where,
+                    f"{label} {j}")
+            enc.lengths.append(max(1, len(choice.encode("utf-8"))))
+        enc.golds.append(ex.gold)
+    return enc
+
+
 class MultipleChoiceScorer(Scorer):
     kind = "multiple_choice"
     metrics = ("acc", "acc_norm", "n")
@@ -175,20 +197,7 @@ class MultipleChoiceScorer(Scorer):
         self, examples: Sequence[Example], tokenizer: Tokenizer, prompting: Prompting, task: str,
         shots: Sequence[Example] | None = None,
     ) -> Any:
-        n = prompting.n_scored(len(examples))
-        prefixes = fewshot_prefixes(examples, n, prompting, task, shots)
-        enc = EncodedChoices()
-        for i in range(n):
-            ex = examples[i]
-            assert isinstance(ex, MultipleChoice)
-            enc.wheres.append(ex.where)
-            context = prefixes[i] + ex.context
-            for j, choice in enumerate(ex.choices):
-                enc.add(encode_pair(tokenizer, attach(context, prompting.delimiter, choice), choice), i, ex.where,
-                        f"choice {j}")
-                enc.lengths.append(max(1, len(choice.encode("utf-8"))))
-            enc.golds.append(ex.gold)
-        return enc
+        return encode_choices(examples, tokenizer, prompting, task, shots, EncodedChoices())
 
     def score(self, encoded: Any, engine: LikelihoodEngine, progress: Progress | None = None) -> dict[str, float]:
         enc: EncodedChoices = encoded

@@ -48,6 +48,7 @@ from pretrainlab.eval.tasks.scorers import (
     Progress,
     Scorer,
     _run,
+    encode_choices,
 )
 
 NAMES = ("Mia", "Leo", "Ava", "Max", "Zoe", "Sam", "Ivy", "Ben", "Eva", "Tom", "Amy", "Jack", "Lily", "Noah",
@@ -240,20 +241,7 @@ class RecallScorer(Scorer):
 
     def encode(self, examples: Sequence[Example], tokenizer: Tokenizer, prompting: Prompting, task: str,
                shots: Sequence[Example] | None = None) -> Any:
-        n = prompting.n_scored(len(examples))
-        prefixes = fewshot_prefixes(examples, n, prompting, task, shots)
-        enc = _WholeChoices()
-        for i in range(n):
-            ex = examples[i]
-            assert isinstance(ex, MultipleChoice)
-            enc.wheres.append(ex.where)
-            context = prefixes[i] + ex.context
-            for j, choice in enumerate(ex.choices):
-                enc.add(encode_pair(tokenizer, attach(context, prompting.delimiter, choice), choice), i, ex.where,
-                        f"value {j}")
-                enc.lengths.append(1)
-            enc.golds.append(ex.gold)
-        return enc
+        return encode_choices(examples, tokenizer, prompting, task, shots, _WholeChoices(), label="value")
 
     def check_window(self, encoded: Any, window: int) -> None:
         _check_fits(encoded, window)
