@@ -64,3 +64,10 @@ def test_cli_rejects_unknown_names_and_bad_counts(capsys: pytest.CaptureFixture[
     assert main(["replicate", "infinite-compute", "--seeds", "0", "--out", str(tmp_path / "r")]) == 2
     assert "--seeds 0" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_paired_gap_is_the_mean_of_seed_paired_differences() -> None:
+    from pretrainlab.science.replication import paired_gap
+
+    gap, diffs = paired_gap([2.0, 3.0, 4.5], [1.0, 3.5, 4.0])
+    assert diffs == [1.0, -0.5, 0.5] and gap == pytest.approx(1.0 / 3)

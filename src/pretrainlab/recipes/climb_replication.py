@@ -44,6 +44,7 @@ from pretrainlab.science.replication import (
     ReplicationContext,
     ReplicationResult,
     mean_sd,
+    paired_gap,
     register_replication,
     spread_text,
 )
@@ -198,8 +199,7 @@ def clustered(ctx: ReplicationContext, pool: Pool, scale: Scale) -> Path:
 
 def claim_beats_uniform(uniform: list[float], climb: list[float]) -> Claim:
     """mean over seeds of L_uniform - L_climb >= UNIFORM_MARGIN (seed-paired differences in the spread)."""
-    diffs = [u - c for u, c in zip(uniform, climb)]
-    d, _ = mean_sd(diffs)
+    d, diffs = paired_gap(uniform, climb)
     return Claim(
         claim="The searched mixture beats the uniform mixture over clusters on held-out target text: mean "
         f"L_uniform - L_climb >= {UNIFORM_MARGIN} nats at equal tokens",
@@ -212,8 +212,7 @@ def claim_beats_uniform(uniform: list[float], climb: list[float]) -> Claim:
 
 def claim_beats_random(best_random: list[float], climb: list[float]) -> Claim:
     """mean over seeds of L_climb - L_best_random <= 0."""
-    diffs = [c - r for r, c in zip(best_random, climb)]
-    d, _ = mean_sd(diffs)
+    d, diffs = paired_gap(climb, best_random)
     return Claim(
         claim="CLIMB is no worse than the best of iteration 1's random mixtures (picked by its proxy), retrained "
         "at the final scale: mean L_climb - L_best_random <= 0",

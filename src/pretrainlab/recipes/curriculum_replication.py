@@ -42,6 +42,7 @@ from pretrainlab.science.replication import (
     ReplicationContext,
     ReplicationResult,
     mean_sd,
+    paired_gap,
     register_replication,
     spread_text,
 )
@@ -149,15 +150,9 @@ def base_tree(scale: Scale, data: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- claims
 
 
-def _paired(a: list[float], b: list[float]) -> tuple[float, list[float]]:
-    """Mean of the seed-paired differences a - b, and the differences."""
-    diffs = [x - y for x, y in zip(a, b)]
-    return mean_sd(diffs)[0], diffs
-
-
 def claim_target(shuffled: list[float], curriculum: list[float]) -> Claim:
     """mean L_qa(shuffled) - L_qa(curriculum) >= TARGET_MARGIN."""
-    gain, diffs = _paired(shuffled, curriculum)
+    gain, diffs = paired_gap(shuffled, curriculum)
     return Claim(
         claim="A staged curriculum (0% -> 30% -> 70% QA) lowers the target domain's loss vs the same data shuffled "
         f"(equal tokens per domain): mean L_qa(shuffled) - L_qa(curriculum) >= {TARGET_MARGIN} nats",
@@ -171,7 +166,7 @@ def claim_target(shuffled: list[float], curriculum: list[float]) -> Claim:
 
 def claim_general(shuffled: list[float], curriculum: list[float]) -> Claim:
     """mean L_general(curriculum) - L_general(shuffled) <= GENERAL_TOLERANCE."""
-    cost, diffs = _paired(curriculum, shuffled)
+    cost, diffs = paired_gap(curriculum, shuffled)
     return Claim(
         claim="The curriculum keeps general text: mean L_general(curriculum) - L_general(shuffled) <= "
         f"{GENERAL_TOLERANCE} nats",
@@ -184,7 +179,7 @@ def claim_general(shuffled: list[float], curriculum: list[float]) -> Claim:
 
 def claim_order(reverse: list[float], curriculum: list[float]) -> Claim:
     """mean L_qa(reverse) - L_qa(curriculum) >= ORDER_MARGIN."""
-    gap, diffs = _paired(reverse, curriculum)
+    gap, diffs = paired_gap(reverse, curriculum)
     return Claim(
         claim="The order matters (our control): the same stages reversed (70% QA first) end worse on the target: "
         f"mean L_qa(reverse) - L_qa(curriculum) >= {ORDER_MARGIN} nats",
@@ -197,7 +192,7 @@ def claim_order(reverse: list[float], curriculum: list[float]) -> Claim:
 
 def claim_direct(direct: list[float], curriculum: list[float]) -> Claim:
     """mean L_general(direct) - L_general(curriculum) >= DIRECT_MARGIN."""
-    cost, diffs = _paired(direct, curriculum)
+    cost, diffs = paired_gap(direct, curriculum)
     return Claim(
         claim="Going straight to 70% QA (no 30% stage) hurts general text: mean L_general(direct) - "
         f"L_general(curriculum) >= {DIRECT_MARGIN} nats",

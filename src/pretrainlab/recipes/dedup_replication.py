@@ -40,6 +40,7 @@ from pretrainlab.science.replication import (
     ReplicationContext,
     ReplicationResult,
     mean_sd,
+    paired_gap,
     register_replication,
     spread_text,
 )
@@ -161,8 +162,7 @@ def claim_dedup_catches(quality: dict[str, float]) -> Claim:
 
 def claim_duplicates_hurt(clean: list[float], duplicated: list[float]) -> Claim:
     """Mean over seeds of L_duplicated - L_clean >= HURT_MARGIN (seed-paired differences in the spread)."""
-    diffs = [b - a for a, b in zip(clean, duplicated)]
-    d, _ = mean_sd(diffs)
+    d, diffs = paired_gap(duplicated, clean)
     return Claim(
         claim=f"Near-duplicated data hurts at equal training tokens: mean held-out loss L_duplicated - L_clean >= "
         f"{HURT_MARGIN} nats",

@@ -15,7 +15,7 @@ from typing import Any
 
 from pretrainlab.errors import ConfigError
 from pretrainlab.recipes.infinite_compute import DEFAULT_WD, PAPER, Point, Scale
-from pretrainlab.science.replication import Claim, ReplicationContext, ReplicationResult, mean_sd, spread_text
+from pretrainlab.science.replication import Claim, ReplicationContext, ReplicationResult, mean_sd, paired_gap, spread_text
 
 
 def build_result(
@@ -130,8 +130,7 @@ def _tuned_weight_decay(choice: Any, scale: Scale) -> Claim:
 
 
 def _tuned_beats_default(curve: dict[str, dict[str, list[float]]], largest: str) -> Claim:
-    diffs = [d - t for d, t in zip(curve["default"][largest], curve["tuned"][largest])]
-    m, _ = mean_sd(diffs)
+    m, diffs = paired_gap(curve["default"][largest], curve["tuned"][largest])
     return Claim(
         claim=f"At the largest size ({largest}) the tuned recipe beats the standard one (wd 0.1, best epochs) by "
               ">= 0.03 nats, mean over seeds (CPU protocol check 2).",

@@ -37,6 +37,7 @@ from pretrainlab.science.replication import (
     ReplicationContext,
     ReplicationResult,
     mean_sd,
+    paired_gap,
     register_replication,
     spread_text,
 )
@@ -119,8 +120,7 @@ def arm_overrides(scale: Scale) -> dict[str, dict[str, Any]]:
 
 def claim_tricks_help(low_rank: list[float], both: list[float]) -> Claim:
     """Mean over seeds of L_low_rank - L_both >= TRICKS_MARGIN (seed-paired differences in the spread)."""
-    diffs = [a - b for a, b in zip(low_rank, both)]
-    d, _ = mean_sd(diffs)
+    d, diffs = paired_gap(low_rank, both)
     return Claim(
         claim="Weight refactorisation plus momentum reset improve plain low-rank training: mean val loss "
         f"L_low_rank - L_low_rank+both >= {TRICKS_MARGIN} nats",

@@ -52,6 +52,7 @@ from pretrainlab.science.replication import (
     ReplicationContext,
     ReplicationResult,
     mean_sd,
+    paired_gap,
     register_replication,
     spread_text,
 )
@@ -144,8 +145,7 @@ def positive_level(strength: np.ndarray, min_count: int) -> float:
 
 def claim_beats_random(random: list[float], selected: list[float]) -> Claim:
     """Mean over seeds of L_random - L_preselect >= TAU (seed-paired differences in the spread)."""
-    diffs = [r - s for r, s in zip(random, selected)]
-    d, _ = mean_sd(diffs)
+    d, diffs = paired_gap(random, selected)
     return Claim(
         claim="Data selected by PreSelect beats a random selection of the same size at equal tokens: mean target "
         f"val loss L_random - L_preselect >= {TAU} nats/byte",
@@ -174,8 +174,7 @@ def claim_compute(ratios: list[float]) -> Claim:
 
 def claim_beats_perplexity(perplexity: list[float], selected: list[float]) -> Claim:
     """Mean over seeds of L_perplexity - L_preselect > 0."""
-    diffs = [p - s for p, s in zip(perplexity, selected)]
-    d, _ = mean_sd(diffs)
+    d, diffs = paired_gap(perplexity, selected)
     return Claim(
         claim="PreSelect beats a perplexity filter of the same size (the documents with the lowest bits per byte "
         "under the best reference model): mean L_perplexity - L_preselect > 0",

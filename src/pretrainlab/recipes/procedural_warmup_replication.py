@@ -50,6 +50,7 @@ from pretrainlab.science.replication import (
     ReplicationContext,
     ReplicationResult,
     mean_sd,
+    paired_gap,
     register_replication,
     spread_text,
 )
@@ -175,8 +176,7 @@ def claim_fewer_tokens(fractions: list[float]) -> Claim:
 
 
 def claim_lower_loss(natural: list[float], dyck: list[float]) -> Claim:
-    diffs = [a - b for a, b in zip(natural, dyck)]
-    d, _ = mean_sd(diffs)
+    d, diffs = paired_gap(natural, dyck)
     return Claim(
         claim="At equal natural tokens the Dyck warm-up ends with a lower natural-text validation loss: mean "
         f"seed-paired L_natural - L_dyck >= {LOSS_MARGIN} nats",
@@ -189,8 +189,7 @@ def claim_lower_loss(natural: list[float], dyck: list[float]) -> Claim:
 
 
 def claim_needle(natural: list[float], dyck: list[float], needles: int) -> Claim:
-    diffs = [b - a for a, b in zip(natural, dyck)]
-    d, _ = mean_sd(diffs)
+    d, diffs = paired_gap(dyck, natural)
     return Claim(
         claim="A Dyck warm-up improves needle-in-a-haystack recall: mean seed-paired acc(dyck) - acc(natural) >= "
         f"{100 * RECALL_MARGIN:.0f} points (acc: the asked value ranks first among the {needles} planted ones, "
@@ -205,8 +204,7 @@ def claim_needle(natural: list[float], dyck: list[float], needles: int) -> Claim
 
 
 def claim_control(natural: list[float], shuffled: list[float]) -> Claim:
-    diffs = [a - b for a, b in zip(natural, shuffled)]
-    d, _ = mean_sd(diffs)
+    d, diffs = paired_gap(natural, shuffled)
     return Claim(
         claim="Procedural data with shuffled tokens gives no gain: mean seed-paired L_natural - L_shuffled < "
         f"{LOSS_MARGIN} nats",

@@ -32,6 +32,7 @@ from pretrainlab.science.replication import (
     ReplicationContext,
     ReplicationResult,
     mean_sd,
+    paired_gap,
     register_replication,
     spread_text,
 )
@@ -142,8 +143,7 @@ def claim_rules_separate(rates: dict[str, Any]) -> Claim:
 
 def claim_clean_gain(unfiltered: list[float], filtered: list[float]) -> Claim:
     """Mean over seeds of L_unfiltered - L_filtered >= CLEAN_MARGIN on clean held-out text."""
-    diffs = [a - b for a, b in zip(unfiltered, filtered)]
-    d, _ = mean_sd(diffs)
+    d, diffs = paired_gap(unfiltered, filtered)
     return Claim(
         claim=f"At equal training tokens the quality-filtered corpus gives a lower clean held-out loss: "
         f"L_unfiltered - L_filtered >= {CLEAN_MARGIN} nats",
@@ -157,8 +157,7 @@ def claim_clean_gain(unfiltered: list[float], filtered: list[float]) -> Claim:
 
 def claim_tradeoff(unfiltered: list[float], filtered: list[float]) -> Claim:
     """Mean over seeds of L_filtered - L_unfiltered > 0 on held-out text like what the filter removed."""
-    diffs = [b - a for a, b in zip(unfiltered, filtered)]
-    d, _ = mean_sd(diffs)
+    d, diffs = paired_gap(filtered, unfiltered)
     return Claim(
         claim="No free lunch: on held-out text like what the filter removed (junk) the filtered model is worse: "
         "L_filtered - L_unfiltered > 0",

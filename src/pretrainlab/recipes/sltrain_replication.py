@@ -36,6 +36,7 @@ from pretrainlab.science.replication import (
     ReplicationContext,
     ReplicationResult,
     mean_sd,
+    paired_gap,
     register_replication,
     spread_text,
 )
@@ -133,8 +134,7 @@ def equal_params_rank(scale: Scale) -> int:
 
 def claim_beats_low_rank(low_rank: list[float], sltrain: list[float], params: dict[str, float]) -> Claim:
     """Mean over seeds of L_low_rank - L_SLTrain >= LOW_RANK_MARGIN (seed-paired differences in the spread)."""
-    diffs = [a - b for a, b in zip(low_rank, sltrain)]
-    d, _ = mean_sd(diffs)
+    d, diffs = paired_gap(low_rank, sltrain)
     ppl = PAPER_PPL_60M
     return Claim(
         claim=f"SLTrain beats pure low-rank training at (nearly) equal non-embedding parameters: "
@@ -172,8 +172,7 @@ def claim_close_to_dense(dense: list[float], sltrain: list[float], params: dict[
 
 def claim_dense_best(dense: list[float], sltrain: list[float]) -> Claim:
     """mean L_dense <= mean L_SLTrain (the paper's full-rank rows are the lowest at every size)."""
-    diffs = [s - d for d, s in zip(dense, sltrain)]
-    g, _ = mean_sd(diffs)
+    g, diffs = paired_gap(sltrain, dense)
     ppl = PAPER_PPL_60M
     return Claim(
         claim="Full-rank training remains (slightly) better than SLTrain: mean L_SLTrain - L_dense >= 0",

@@ -130,6 +130,12 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
 
+def paired_gap(a: Sequence[float], b: Sequence[float]) -> tuple[float, list[float]]:
+    """The mean of the seed-paired differences a_i - b_i (a claim's figure) and the differences (its spread)."""
+    diffs = [float(x) - float(y) for x, y in zip(a, b)]
+    return mean_sd(diffs)[0], diffs
+
+
 def spread_text(values: Sequence[float], digits: int = 3) -> str:
     """'±sd sd over n seeds (min..max)' for a claim's spread column; non-finite values are counted apart."""
     vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
